@@ -1,0 +1,178 @@
+"""The command line: options → settings → one core call → exit status.
+
+Only this module imports click and only :func:`main` exits.  Heavier modules are imported
+inside the commands that need them, so ``jobwrap run`` starts fast.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from jobwrap import __version__
+from jobwrap.errors import ExitStatus, JobwrapError
+
+EXIT_STATUS_HELP = """\b
+Exit status of `jobwrap run`:
+  N      the command's own exit code
+  128+N  the command was killed by signal N (143 = SIGTERM)
+  124    the command hit --timeout
+  127    the command was not found
+  126    the command could not be executed
+  2      jobwrap's own usage or configuration error (the command did not start)"""
+
+RUN_HELP = f"""Run COMMAND, pass its output through unchanged, and record the run.
+
+The command runs directly (no shell: write `-- sh -c '...'` for one), with stdin and the
+environment inherited.  Its stdout and stderr are copied byte for byte; lines are counted and
+--meta/--count patterns are matched as the output streams by.
+
+\b
+Examples:
+  jobwrap run -- echo hello
+  jobwrap run --monitor backup --timeout 30m \\
+      --meta rows='processed (\\d+) rows' --count errors='ERROR|FATAL' \\
+      -- /usr/local/bin/backup.sh
+
+--meta NAME=REGEX takes the first capture group (or the whole match) of the last output line
+that matches; --count NAME=REGEX counts matching lines.  Patterns apply per line (^ and $
+anchor at line boundaries) and see at least the first 64 KiB of each line.
+
+{EXIT_STATUS_HELP}
+"""
+
+
+class Duration(click.ParamType):
+    name = "DURATION"
+
+    def convert(self, value, param, ctx):
+        from jobwrap.config import parse_duration
+
+        try:
+            return parse_duration(value, f"--{param.name.replace('_', '-')}" if param else "")
+        except JobwrapError as exc:
+            self.fail(str(exc), param, ctx)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, "-V", "--version", prog_name="jobwrap")
+def cli() -> None:
+    """Supervise cron jobs faithfully, remember every run, report it to Idlemon.
+
+    \b
+    Examples:
+      jobwrap run -- echo hello
+      jobwrap run --monitor backup --timeout 30m -- /usr/local/bin/backup.sh
+      jobwrap history
+      jobwrap show
+    """
+
+
+@cli.command(
+    help=RUN_HELP,
+    context_settings={"allow_interspersed_args": False},
+    short_help="Run a command under supervision and record the run.",
+)
+@click.option("-m", "--monitor", metavar="SLUG", help="Idlemon monitor slug [env JOBWRAP_MONITOR].")
+@click.option("--timeout", type=Duration(), help="Stop the whole process tree after this long.")
+@click.option(
+    "--kill-after", type=Duration(), help="After the timeout's SIGTERM, SIGKILL after this (10s)."
+)
+@click.option("--meta", "metas", multiple=True, metavar="NAME=REGEX", help="Extract a meta value.")
+@click.option("--count", "counts", multiple=True, metavar="NAME=REGEX", help="Count lines.")
+@click.option(
+    "--capture/--no-capture",
+    default=None,
+    help="Keep the output's head and tail in the history (default) or not (secret output).",
+)
+@click.option("--schedule", metavar="CRON", help="The job's cron schedule, stored with the run.")
+@click.option(
+    "--summary-json",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Write the run's record as JSON to this file.",
+)
+@click.argument("command", nargs=-1, type=click.UNPROCESSED)
+def run(command, metas, counts, summary_json, **flags) -> int:
+    from jobwrap.config import resolve
+    from jobwrap.job import build_run_settings, run_job, warn_stderr
+
+    resolved = resolve({k: v for k, v in flags.items() if v is not None})
+    for warning in resolved.warnings:
+        warn_stderr(f"warning: {warning}")
+    settings = build_run_settings(resolved, tuple(command), metas, counts, summary_json)
+    return run_job(settings).exit_code
+
+
+@cli.command()
+@click.option("-m", "--monitor", metavar="SLUG", help="Only this monitor's runs.")
+@click.option("-n", "--limit", type=click.IntRange(min=1), default=20, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="A JSON array, for scripts.")
+def history(monitor, limit, as_json) -> int:
+    """Show recent runs, newest first."""
+    from jobwrap import views
+
+    with _history() as store:
+        records = store.recent(monitor=monitor, limit=limit)
+    click.echo(views.history_json(records) if as_json else views.history_table(records), nl=False)
+    return ExitStatus.OK
+
+
+@cli.command()
+@click.argument("run_id", required=False)
+@click.option("--json", "as_json", is_flag=True, help="The record as JSON, output included.")
+def show(run_id, as_json) -> int:
+    """Everything about one run (default: the last), with its output's head and tail."""
+    from jobwrap import views
+    from jobwrap.errors import StateError
+
+    with _history() as store:
+        record = store.get(run_id)
+    if record is None:
+        raise StateError(f"no run {run_id!r} in the history" if run_id else "no runs recorded yet")
+    click.echo(views.run_json(record) if as_json else views.run_details(record), nl=False)
+    return ExitStatus.OK
+
+
+class _history:
+    """Open the history for a read command (no settings needed beyond the state dir)."""
+
+    def __enter__(self):
+        from jobwrap.config import resolve
+        from jobwrap.history import open_history
+
+        self.store = open_history(resolve({})["state_dir"])
+        return self.store
+
+    def __exit__(self, *exc) -> None:
+        self.store.close()
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: map every outcome to one exit status and at most one line on stderr."""
+    sys.exit(_main(argv))
+
+
+def _main(argv: list[str] | None) -> int:
+    try:
+        status = cli.main(args=argv, prog_name="jobwrap", standalone_mode=False)
+    except click.exceptions.NoArgsIsHelpError as exc:
+        click.echo(exc.ctx.get_help() if exc.ctx else str(exc), err=True)
+        return ExitStatus.USAGE
+    except click.UsageError as exc:
+        hint = f" (see '{exc.ctx.command_path} --help')" if exc.ctx else ""
+        click.echo(f"jobwrap: {exc.format_message()}{hint}", err=True)
+        return ExitStatus.USAGE
+    except click.ClickException as exc:
+        click.echo(f"jobwrap: {exc.format_message()}", err=True)
+        return exc.exit_code
+    except click.Abort:
+        click.echo("jobwrap: aborted", err=True)
+        return ExitStatus.SIGNAL_BASE + 2
+    except JobwrapError as exc:
+        click.echo(f"jobwrap: {exc}", err=True)
+        return int(exc.exit_status)
+    except BrokenPipeError:
+        return ExitStatus.OK  # `jobwrap history | head`: the reader has all it wanted
+    return int(status) if isinstance(status, int) else ExitStatus.OK

@@ -93,6 +93,13 @@ def _text(text: object, what: str = "value") -> str:
     return str(text).strip()
 
 
+def _path(text: object, what: str = "path") -> Path:
+    raw = str(text).strip()
+    if not raw:
+        raise UsageError(f"bad {what}: empty path")
+    return Path(raw).expanduser()
+
+
 @dataclass(frozen=True)
 class Setting:
     """One setting: its env variable, its place in the files, its default and its parser."""
@@ -108,7 +115,7 @@ class Setting:
 
 SETTINGS: tuple[Setting, ...] = (
     Setting("monitor", "JOBWRAP_MONITOR", None, None, parse_slug),
-    Setting("state_dir", "JOBWRAP_STATE_DIR", ("run", "state_dir"), None, Path),
+    Setting("state_dir", "JOBWRAP_STATE_DIR", ("run", "state_dir"), None, _path),
     Setting("timeout", None, ("run", "timeout"), None, parse_duration, per_monitor=True),
     Setting("kill_after", None, ("run", "kill_after"), 10.0, parse_duration, per_monitor=True),
     Setting("capture", None, ("run", "capture"), True, parse_bool, per_monitor=True),

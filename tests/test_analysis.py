@@ -69,7 +69,8 @@ def test_final_line_without_newline_is_matched():
 
 
 def test_stdout_and_stderr_lines_do_not_mix():
-    result = analyze([(0, b"proc"), (1, b"essed 5\n"), (0, b"essed 6\n")], metas=[r"n=processed (\d)"])
+    chunks = [(0, b"proc"), (1, b"essed 5\n"), (0, b"essed 6\n")]
+    result = analyze(chunks, metas=[r"n=processed (\d)"])
     assert result.metas == (("n", "6"),)
 
 
@@ -155,7 +156,11 @@ def test_block_scanning_agrees_with_line_by_line_matching(seed):
     rnd = random.Random(seed)
     words = ["ERROR", "FATAL", "Traceback", "ok", "processed 12 rows", "2026-11-23", "x", ""]
     lines = [" ".join(rnd.choice(words) for _ in range(rnd.randint(0, 4))) for _ in range(300)]
-    metas = [("rows", r"processed (\d+) rows"), ("day", r"(\d{4}-\d\d-\d\d)"), ("alt", "ERROR|FATAL")]
+    metas = [
+        ("rows", r"processed (\d+) rows"),
+        ("day", r"(\d{4}-\d\d-\d\d)"),
+        ("alt", "ERROR|FATAL"),
+    ]
     counts = [("errs", "ERROR|Traceback|FATAL"), ("oks", r"^ok\b"), ("emp", "^$")]
     data = "".join(line + "\n" for line in lines).encode()
     cuts = sorted(rnd.sample(range(1, len(data)), 30))

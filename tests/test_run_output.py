@@ -8,8 +8,6 @@ import select
 import subprocess
 import sys
 
-import pytest
-
 from tests.helpers import JOBWRAP, jobwrap, py
 
 

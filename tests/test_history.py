@@ -1,0 +1,133 @@
+"""The local history: every run recorded, concurrency-safe, readable by history and show."""
+
+from __future__ import annotations
+
+import json
+import shlex
+import sqlite3
+import subprocess
+
+import pytest
+
+from jobwrap.history import DB_NAME, SCHEMA_VERSION
+from tests.helpers import JOBWRAP, jobwrap, py
+
+
+def history_json(*args: str) -> list[dict]:
+    result = jobwrap("history", "--json", *args)
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+def test_a_run_is_recorded_with_what_history_promises(state_dir):
+    jobwrap("run", "-m", "backup", "--meta", "n=(\\d+)", "--", *py("print('done 5'); exit(3)"))
+    [run] = history_json()
+    for key in ("run_id", "monitor", "command", "started_at", "duration_ms", "exit_code", "metas"):
+        assert key in run
+    assert run["monitor"] == "backup"
+    assert run["exit_code"] == 3
+    assert {"name": "n", "value": "5"} in run["metas"]
+    assert run["command"] == shlex.join(py("print('done 5'); exit(3)"))
+    db = sqlite3.connect(state_dir / DB_NAME)
+    assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+    assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    db.close()
+
+
+def test_history_is_newest_first_filtered_and_limited():
+    for i in range(3):
+        jobwrap("run", "-m", "a" if i % 2 == 0 else "b", "--", "sh", "-c", f"exit {i}")
+    codes = [r["exit_code"] for r in history_json()]
+    assert codes == [2, 1, 0]
+    assert [r["exit_code"] for r in history_json("--monitor", "a")] == [2, 0]
+    assert len(history_json("--limit", "1")) == 1
+
+
+def test_history_table_for_people():
+    jobwrap("run", "-m", "nightly", "--", "sh", "-c", "exit 4")
+    jobwrap("run", "--timeout", "0.2", "--", "sleep", "5")
+    table = jobwrap("history").stdout.decode()
+    header, timeout_row, exit_row = table.splitlines()
+    assert header.split()[:4] == ["STARTED", "MONITOR", "RESULT", "DURATION"]
+    assert "timeout" in timeout_row and "sleep 5" in timeout_row
+    assert "nightly" in exit_row and "exit 4" in exit_row
+
+
+def test_empty_history_says_so():
+    result = jobwrap("history")
+    assert result.returncode == 0
+    assert result.stdout == b"no runs recorded yet\n"
+
+
+@pytest.mark.slow
+def test_forty_concurrent_runs_are_all_recorded():
+    procs = [
+        subprocess.Popen(
+            [*JOBWRAP, "run", "-m", "burst", "--", "echo", str(i)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        for i in range(40)
+    ]
+    outputs = [p.communicate(timeout=120) for p in procs]
+    assert [p.returncode for p in procs] == [0] * 40
+    assert all(err == b"" for _, err in outputs), [e for _, e in outputs if e]
+    runs = history_json("--limit", "100")
+    assert len(runs) == 40
+    assert len({r["run_id"] for r in runs}) == 40
+
+
+def test_unwritable_state_dir_warns_once_and_keeps_the_status(tmp_path):
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("")
+    env = {"JOBWRAP_STATE_DIR": str(blocker / "state")}
+    result = jobwrap("run", "--", "sh", "-c", "echo out; exit 6", env=env)
+    assert result.returncode == 6
+    assert result.stdout == b"out\n"
+    warnings = result.stderr.decode().splitlines()
+    assert len(warnings) == 1
+    assert "not recorded" in warnings[0] and "exit status is unaffected" in warnings[0]
+
+
+def test_show_defaults_to_the_last_run_and_keeps_head_and_tail_of_output():
+    code = "for i in range(1000): print(f'line {i}')"
+    jobwrap("run", "--", *py(code))
+    text = jobwrap("show").stdout.decode()
+    assert "line 0\n" in text and "line 19\n" in text
+    assert "line 20\n" not in text and "line 899\n" not in text
+    assert "… 880 lines left out …" in text
+    assert "line 900\n" in text and "line 999" in text
+
+
+def test_show_by_id_prefix_and_as_json():
+    jobwrap("run", "--", "echo", "first")
+    jobwrap("run", "--", "echo", "second")
+    first = history_json()[-1]
+    result = jobwrap("show", "--json", first["run_id"][:8])
+    data = json.loads(result.stdout)
+    assert data["run_id"] == first["run_id"]
+    assert data["output_head"] == "first\n"
+
+
+def test_show_unknown_run_is_a_clear_error():
+    jobwrap("run", "--", "true")
+    result = jobwrap("show", "ffffffff")
+    assert result.returncode == 1
+    assert result.stderr.decode().strip() == "jobwrap: no run 'ffffffff' in the history"
+
+
+def test_no_capture_keeps_no_output():
+    result = jobwrap("run", "--no-capture", "--", "sh", "-c", "echo secret-$((40 + 2))")
+    assert result.stdout == b"secret-42\n"
+    data = json.loads(jobwrap("show", "--json").stdout)
+    assert data["output_head"] is None and data["output_tail"] is None
+    assert b"secret-42" not in jobwrap("show").stdout
+
+
+def test_summary_json_is_the_record(tmp_path):
+    path = tmp_path / "out" / "summary.json"
+    path.parent.mkdir()
+    jobwrap("run", "--summary-json", str(path), "-m", "ci-step", "--", "true")
+    data = json.loads(path.read_text())
+    assert data["monitor"] == "ci-step"
+    assert data["run_id"] == history_json()[0]["run_id"]

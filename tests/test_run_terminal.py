@@ -1,0 +1,61 @@
+"""Interactive use on a real pseudo-terminal: Ctrl-C reaches the child, reading the tty works."""
+
+from __future__ import annotations
+
+import os
+import pty
+import select
+import sys
+import time
+
+import pytest
+
+from tests.helpers import JOBWRAP
+
+CHILD = """
+import signal, sys
+signal.signal(signal.SIGINT, lambda *a: (print('child got SIGINT', flush=True), sys.exit(5)))
+print('name?', flush=True)
+line = sys.stdin.readline()
+print('hello ' + line.strip(), flush=True)
+signal.pause()
+"""
+
+
+def read_until(fd: int, needle: bytes, timeout: float = 30) -> bytes:
+    seen = b""
+    deadline = time.monotonic() + timeout
+    while needle not in seen:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0 or not select.select([fd], [], [], remaining)[0]:
+            raise AssertionError(f"did not see {needle!r}; saw {seen!r}")
+        try:
+            chunk = os.read(fd, 4096)
+        except OSError:
+            break
+        if not chunk:
+            break
+        seen += chunk
+    return seen
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux pty semantics")
+def test_child_reads_the_terminal_and_ctrl_c_reaches_it():
+    pid, master = pty.fork()  # the child gets a new session with the pty as controlling tty
+    if pid == 0:
+        os.execv(sys.executable, [*JOBWRAP, "run", "--", sys.executable, "-c", CHILD])
+    try:
+        read_until(master, b"name?")
+        os.write(master, b"ada\n")  # a child in a background group would be stopped here
+        read_until(master, b"hello ada")
+        os.write(master, b"\x03")  # Ctrl-C from the terminal
+        read_until(master, b"child got SIGINT")
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 5
+    finally:
+        try:
+            os.kill(pid, 9)
+            os.waitpid(pid, 0)
+        except (ProcessLookupError, ChildProcessError):
+            pass
+        os.close(master)

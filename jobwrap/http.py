@@ -1,0 +1,477 @@
+"""The one place that builds a requests session, sends JSON, and decides what is retried.
+
+``requests`` is imported inside the functions that need it, never at module import time:
+most jobwrap runs never touch the network, and importing requests costs start-up time.
+
+Contracts:
+
+* :func:`send_json` turns every failure into a :class:`jobwrap.errors.ApiError` subclass whose
+  message is one line, names what happened and the HTTP status, and never contains a token or
+  a request header.  No ``requests`` exception escapes it.
+* :func:`retry` is the one retry policy; the API clients never retry by themselves.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import time
+import urllib.parse
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from jobwrap import __version__
+from jobwrap.errors import (
+    ApiError,
+    AuthError,
+    ConfigError,
+    MalformedResponseError,
+    NotFoundError,
+    RateLimitedError,
+    RejectedError,
+    TransientApiError,
+)
+
+if TYPE_CHECKING:
+    import requests
+
+T = TypeVar("T")
+
+# Request headers whose values are secrets: masked by describe(), scrubbed from error messages.
+SECRET_HEADERS = frozenset(
+    {"api-token", "authorization", "proxy-authorization", "cookie", "x-api-key"}
+)
+_EXCERPT_CHARS = 120
+_MIN_TIMEOUT_S = 0.001  # urllib3 refuses a timeout of 0; an exhausted budget still needs a value
+
+
+@dataclass(frozen=True)
+class Timeout:
+    """Per-attempt timeouts in seconds.
+
+    ``connect_s`` bounds opening the connection; ``read_s`` bounds each wait for bytes (not the
+    whole answer), so one attempt may last up to about ``connect_s + read_s`` or longer.
+    """
+
+    # Slightly above a multiple of 3 s, TCP's initial retransmission interval (requests' advice).
+    connect_s: float = 3.05
+    read_s: float = 10.0
+
+    def capped(self, limit_s: float | None) -> Timeout:
+        """These timeouts, each lowered to ``limit_s`` (e.g. the remaining retry budget)."""
+        if limit_s is None:
+            return self
+        limit = max(limit_s, _MIN_TIMEOUT_S)
+        return Timeout(min(self.connect_s, limit), min(self.read_s, limit))
+
+
+DEFAULT_TIMEOUT = Timeout()
+
+
+@dataclass(frozen=True)
+class Response:
+    """A successful (or, for ``on_response`` hooks, any) answer.
+
+    ``headers`` has lower-cased names; use :meth:`header` for case-insensitive lookups.
+    ``body`` is the parsed JSON (``None`` for 204 No Content or an error body that is not JSON).
+    """
+
+    status: int
+    headers: Mapping[str, str]
+    body: Any
+
+    def header(self, name: str) -> str | None:
+        """The value of header ``name`` (any case), or None."""
+        return self.headers.get(name.lower())
+
+
+@dataclass(frozen=True)
+class PreparedCall:
+    """One exact HTTP request, built before it is sent so ``--dry-run`` can show it.
+
+    Treat ``headers`` and ``body`` as read-only: they are exactly what will be sent.
+    """
+
+    method: str
+    url: str
+    headers: Mapping[str, str]
+    body: Any = None
+
+    def describe(self, masked: bool = True) -> str:
+        """Render the request for people: method and URL, headers, blank line, pretty JSON.
+
+        With ``masked`` (the default) secret header values show at most their first and last
+        4 characters, and credentials embedded in the URL are dropped.
+        """
+        url = safe_url(self.url) if masked else self.url
+        lines = [f"{self.method} {url}"]
+        for name, value in self.headers.items():
+            shown = mask_header(name, value) if masked else value
+            lines.append(f"{name}: {shown}")
+        if self.body is not None:
+            lines += ["", json.dumps(self.body, indent=2, ensure_ascii=False)]
+        return "\n".join(lines)
+
+
+def mask_secret(secret: str) -> str:
+    """``0123…cdef`` for a long secret; ``****`` when showing 8 characters would reveal too much."""
+    if len(secret) < 24:  # from 24 characters on, 8 shown characters are at most a third
+        return "****"
+    return f"{secret[:4]}…{secret[-4:]}"
+
+
+def mask_header(name: str, value: str) -> str:
+    """``value`` with its secret masked when ``name`` is a secret header; keeps ``Bearer``."""
+    if name.lower() not in SECRET_HEADERS:
+        return value
+    scheme, space, credential = value.partition(" ")
+    if space and credential:
+        return f"{scheme} {mask_secret(credential)}"
+    return mask_secret(value)
+
+
+def safe_url(url: str) -> str:
+    """``url`` without user info, query or fragment: safe to show in messages and logs."""
+    parts = urllib.parse.urlsplit(url)
+    host = parts.netloc.rpartition("@")[2]
+    return urllib.parse.urlunsplit((parts.scheme, host, parts.path, "", ""))
+
+
+def check_base_url(base_url: str, service: str) -> str:
+    """``base_url`` without its trailing slash; ConfigError unless it is an http(s) URL."""
+    parts = urllib.parse.urlsplit(base_url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigError(f"the {service} base URL must start with https:// or http://")
+    return base_url.rstrip("/")
+
+
+def default_user_agent() -> str:
+    """``jobwrap/<version>``."""
+    return f"jobwrap/{__version__}"
+
+
+def _keep_request(request: Any) -> Any:
+    return request
+
+
+def make_session(user_agent: str | None = None) -> requests.Session:
+    """A session for jobwrap's API calls: our User-Agent, JSON Accept, no hidden retries.
+
+    ``user_agent`` replaces the default ``jobwrap/<version>``.  Proxy environment variables
+    (``HTTPS_PROXY``...) are honoured; ``~/.netrc`` is not (see below).
+    """
+    import requests
+    from requests.adapters import HTTPAdapter
+
+    session = requests.Session()
+    session.headers["User-Agent"] = user_agent or default_user_agent()
+    session.headers["Accept"] = "application/json"
+    # retry() is the one retry policy: urllib3 retrying underneath would multiply the attempts
+    # and ignore the time budget.  max_retries=0 also means "no retries on read errors".
+    for prefix in ("https://", "http://"):
+        session.mount(prefix, HTTPAdapter(max_retries=0))
+    # With no auth set, requests reads ~/.netrc and its credentials *replace* the
+    # Authorization header we set explicitly (ProMonitor's Bearer key).  A no-op auth stops that.
+    session.auth = _keep_request
+    return session
+
+
+@dataclass(frozen=True)
+class _Context:
+    """What error messages may say about a request: never its headers."""
+
+    service: str
+    where: str  # "POST https://host/path", from safe_url()
+    secrets: tuple[str, ...] = field(repr=False)
+
+
+def send_json(
+    session: requests.Session,
+    method: str,
+    url: str,
+    *,
+    headers: Mapping[str, str],
+    json_body: Any = None,
+    timeout: Timeout = DEFAULT_TIMEOUT,
+    service: str = "the API",
+    on_response: Callable[[Response], None] | None = None,
+) -> Response:
+    """Send one request and return its 2xx answer with the body parsed as JSON.
+
+    Never follows redirects (a POST would become a GET, and a custom token header would be
+    sent to the new host).  ``on_response`` sees every answer that arrived, whatever its status,
+    before it is mapped to an error (ProMonitor reads its rate-limit headers there).
+
+    Raises: TransientApiError (no connection, timeout, reset, 5xx, 408), RateLimitedError (429),
+    AuthError (401/403), NotFoundError (404), RejectedError (3xx, other 4xx),
+    MalformedResponseError (2xx whose body is not JSON), ApiError (a request that cannot be
+    sent at all, e.g. an invalid URL or header).
+    """
+    ctx = _Context(service, f"{method} {safe_url(url)}", _secrets_of(headers))
+    raw = _transmit(session, method, url, headers, json_body, timeout, ctx)
+    with raw:  # releases the connection at once, not when the object is collected
+        content, status, reason = raw.content, raw.status_code, raw.reason or ""
+        headers_received = _lower_keys(raw.headers)
+    body, is_json = _parse_json(content)
+    response = Response(status, headers_received, body)
+    if on_response is not None:
+        on_response(response)
+    _raise_for_status(response, reason, ctx)
+    if not is_json and response.status != 204:
+        kind = (response.header("content-type") or "no content type")[:40]
+        raise MalformedResponseError(
+            f"{ctx.service} answered {ctx.where} with HTTP {response.status} "
+            f"but the body is not JSON ({kind})",
+            status=response.status,
+        )
+    return response
+
+
+def _secrets_of(headers: Mapping[str, str]) -> tuple[str, ...]:
+    found = []
+    for name, value in headers.items():
+        if name.lower() in SECRET_HEADERS and value:
+            found.append(value)
+            credential = value.partition(" ")[2]
+            if credential:
+                found.append(credential)
+    return tuple(found)
+
+
+def _lower_keys(headers: Mapping[str, str]) -> dict[str, str]:
+    return {name.lower(): value for name, value in headers.items()}
+
+
+def _parse_json(content: bytes) -> tuple[Any, bool]:
+    try:
+        return json.loads(content), True
+    except ValueError:  # JSONDecodeError and UnicodeDecodeError both derive from it
+        return None, False
+
+
+def _transmit(
+    session: requests.Session,
+    method: str,
+    url: str,
+    headers: Mapping[str, str],
+    json_body: Any,
+    timeout: Timeout,
+    ctx: _Context,
+) -> requests.Response:
+    import requests
+
+    try:
+        return session.request(
+            method,
+            url,
+            headers=dict(headers),
+            json=json_body,
+            timeout=(timeout.connect_s, timeout.read_s),
+            allow_redirects=False,
+        )
+    except requests.ConnectTimeout as exc:
+        raise TransientApiError(
+            f"{ctx.service} did not accept a connection within {timeout.connect_s:g} s "
+            f"({ctx.where})"
+        ) from exc
+    except requests.ReadTimeout as exc:
+        raise TransientApiError(
+            f"{ctx.service} did not answer within {timeout.read_s:g} s ({ctx.where})"
+        ) from exc
+    except (requests.ConnectionError, requests.exceptions.ChunkedEncodingError) as exc:
+        raise TransientApiError(
+            f"{ctx.service} unreachable: {_cause_text(exc)} ({ctx.where})"
+        ) from exc
+    except requests.RequestException:
+        # Invalid URL or header: the same request can never succeed.  No chaining: the
+        # message of requests' InvalidHeader quotes the header value, which may be the token.
+        raise ApiError(f"cannot send the request to {ctx.service} ({ctx.where})") from None
+
+
+def _cause_text(exc: BaseException) -> str:
+    """A short name for why a connection failed; urllib3's own text spans several lines."""
+    # requests has loaded these already; importing them here keeps them off jobwrap's start-up.
+    import http.client
+    import socket
+    import ssl
+
+    # Most specific first: RemoteDisconnected is a ConnectionResetError.
+    causes: tuple[tuple[type[BaseException], str], ...] = (
+        (http.client.RemoteDisconnected, "connection closed without a response"),
+        (ConnectionRefusedError, "connection refused"),
+        (ConnectionResetError, "connection reset"),
+        (socket.gaierror, "host name not resolved"),
+        (ssl.SSLError, "TLS error"),
+        (http.client.IncompleteRead, "answer cut short"),
+        (TimeoutError, "timed out"),
+    )
+    chain = list(_exception_chain(exc))
+    for kind, text in causes:
+        if any(isinstance(item, kind) for item in chain):
+            return text
+    return "connection failed"
+
+
+def _exception_chain(exc: BaseException, depth: int = 8) -> Iterator[BaseException]:
+    yield exc
+    if depth == 0:
+        return
+    linked = [getattr(exc, "reason", None), exc.__cause__, exc.__context__, *exc.args]
+    for item in linked:
+        if isinstance(item, BaseException) and item is not exc:
+            yield from _exception_chain(item, depth - 1)
+
+
+def _raise_for_status(response: Response, reason: str, ctx: _Context) -> None:
+    """Raise the ApiError that ``response.status`` means; return for 2xx."""
+    status = response.status
+    if 200 <= status < 300:
+        return
+    what = f"HTTP {status} {reason}".rstrip()
+    detail = _excerpt(response.body, ctx.secrets)
+    suffix = f": {detail}" if detail else ""
+    if status == 429:
+        retry_after = parse_retry_after(response.header("retry-after"))
+        wait = "" if retry_after is None else f", retry after {retry_after:g} s"
+        raise RateLimitedError(
+            f"{ctx.service} is rate limiting us ({what}{wait}) on {ctx.where}{suffix}",
+            retry_after=retry_after,
+        )
+    if 300 <= status < 400:
+        target = safe_url(response.header("location") or "?")
+        message = f"{ctx.service} redirected {ctx.where} to {target} ({what}): check the base URL"
+        raise RejectedError(message, status=status)
+    error_class, verb = _STATUS_ERRORS.get(status) or _status_family(status)
+    raise error_class(f"{ctx.service} {verb} ({what}) on {ctx.where}{suffix}", status=status)
+
+
+_STATUS_ERRORS: dict[int, tuple[type[ApiError], str]] = {
+    401: (AuthError, "refused the credentials"),
+    403: (AuthError, "refused the credentials"),
+    404: (NotFoundError, "found nothing"),
+    408: (TransientApiError, "timed out waiting for the request"),
+}
+
+
+def _status_family(status: int) -> tuple[type[ApiError], str]:
+    if 400 <= status < 500:
+        return RejectedError, "rejected the request"
+    if status >= 500:
+        return TransientApiError, "failed"
+    return MalformedResponseError, "gave an unexpected status"
+
+
+def _excerpt(body: Any, secrets: tuple[str, ...]) -> str:
+    """The server's own error message, one line, short, with our secrets scrubbed."""
+    if not isinstance(body, dict):
+        return ""
+    text = body.get("message") or body.get("error")
+    if isinstance(text, dict):  # {"error": {"message": ...}}
+        text = text.get("message")
+    if not isinstance(text, str):
+        return ""
+    for secret in sorted(secrets, key=len, reverse=True):
+        text = text.replace(secret, "[redacted]")
+    text = " ".join(text.split())
+    if len(text) > _EXCERPT_CHARS:
+        text = text[: _EXCERPT_CHARS - 1] + "…"
+    return text
+
+
+def parse_retry_after(value: str | None, now: Callable[[], float] = time.time) -> float | None:
+    """Seconds to wait from a Retry-After value: delay-seconds or an HTTP-date.
+
+    Returns None when absent or unreadable, 0 for a date in the past.
+    """
+    if value is None:
+        return None
+    value = value.strip()
+    try:
+        seconds = float(value)
+    except ValueError:
+        return _seconds_until_http_date(value, now)
+    if not math.isfinite(seconds) or seconds < 0:
+        return None
+    return seconds
+
+
+def _seconds_until_http_date(value: str, now: Callable[[], float]) -> float | None:
+    import email.utils
+
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:  # "-0000" means UTC with no claim about local time
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, when.timestamp() - now())
+
+
+def retry(
+    call: Callable[[float], T],
+    *,
+    budget_s: float,
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], object] = time.sleep,
+    rng: Callable[[], float] = random.random,
+    base_delay: float = 0.5,
+    max_delay: float = 8.0,
+    on_retry: Callable[[ApiError, float], object] | None = None,
+) -> T:
+    """Call ``call(remaining_s)`` until it returns, retrying retriable ApiErrors in ``budget_s``.
+
+    ``remaining_s`` is the budget left; pass it as the attempt's timeout cap so an attempt
+    cannot outlive the budget by much (timeouts bound each wait, not a whole attempt).
+    Waits are exponential backoff with full jitter, capped at ``max_delay``; a 429's
+    Retry-After is waited exactly, however long, if it fits in the budget.  When the next wait
+    would not leave time for another attempt, the last error is re-raised.  Errors that are not
+    ApiErrors, and non-retriable ones, propagate at once.  ``on_retry(error, delay)`` is
+    called before each wait (for logging).
+    """
+    if budget_s <= 0:
+        raise ValueError(f"retry budget must be positive, not {budget_s}")
+    deadline = clock() + budget_s
+    attempt = 0
+    while True:
+        try:
+            return call(deadline - clock())
+        except ApiError as exc:
+            delay = _delay_before_retry(exc, attempt, rng, base_delay, max_delay)
+            # ">=": an attempt started at the deadline would have no time at all.
+            if delay is None or delay >= deadline - clock():
+                raise
+            if on_retry is not None:
+                on_retry(exc, delay)
+            sleep(delay)
+            if clock() >= deadline:  # the sleep overran: no attempt may start past the budget
+                raise
+            attempt += 1
+
+
+def _delay_before_retry(
+    exc: ApiError, attempt: int, rng: Callable[[], float], base_delay: float, max_delay: float
+) -> float | None:
+    """How long to wait before retrying ``exc``, or None when it must not be retried.
+
+    Why each class is or is not retried:
+
+    * TransientApiError (refused, reset, timeout, 5xx): outages are often short.  A POST whose
+      answer was lost may already be stored, so retrying can create a duplicate Idlemon log;
+      we accept that because every log carries the run id in its metas, which identifies
+      duplicates, whereas a missing log raises a false "idle" alarm.
+    * RateLimitedError (429): the server says when to come back; waiting less only burns quota.
+    * MalformedResponseError: usually a proxy's HTML error page during an outage.
+    * AuthError, NotFoundError, RejectedError (retriable=False): the same request will be
+      refused again until someone fixes the token, slug or body.
+    """
+    if not exc.retriable:
+        return None
+    if isinstance(exc, RateLimitedError) and exc.retry_after is not None:
+        return exc.retry_after
+    # Full jitter ("Exponential Backoff And Jitter", AWS): cron fires jobs on many hosts at the
+    # same second, and random waits keep their retries from arriving together again.
+    ceiling = min(max_delay, base_delay * 2 ** min(attempt, 32))
+    return rng() * ceiling

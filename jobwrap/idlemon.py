@@ -1,0 +1,284 @@
+"""Idlemon client: post an activity log for a monitor, read a project and its monitors.
+
+A log means "this job was active"; Idlemon has no failure endpoint and no idempotency, so a
+retried POST may store the log twice (see :func:`jobwrap.http.retry`).  Logs carry no run
+time: a log delivered late is received "now", so its metas should say it is late.
+"""
+
+from __future__ import annotations
+
+import re
+import urllib.parse
+from dataclasses import dataclass
+from datetime import datetime
+from types import TracebackType
+from typing import TYPE_CHECKING, Any
+
+from jobwrap.errors import AuthError, ConfigError, NotFoundError
+from jobwrap.http import (
+    DEFAULT_TIMEOUT,
+    PreparedCall,
+    Timeout,
+    check_base_url,
+    make_session,
+    send_json,
+)
+from jobwrap.jsonfields import JsonRecord
+
+if TYPE_CHECKING:
+    import requests
+
+__all__ = [
+    "DEFAULT_BASE_URL",
+    "IdleMonitor",
+    "IdlemonClient",
+    "LogMeta",
+    "LogReceipt",
+    "PreparedCall",
+    "Project",
+    "check_token_format",
+]
+
+DEFAULT_BASE_URL = "https://www.idlemon.net/api"
+SERVICE = "Idlemon"
+_SOURCE = "Idlemon answer"
+_TOKEN_SHAPE = re.compile(r"[0-9a-fA-F]{32}")
+
+
+@dataclass(frozen=True)
+class LogMeta:
+    """One ``{name, value}`` pair as Idlemon stored it."""
+
+    id: str
+    name: str
+    value: str
+
+
+@dataclass(frozen=True)
+class LogReceipt:
+    """Idlemon's answer to a posted log."""
+
+    id: str
+    duration: int  # seconds, as sent
+    metas: tuple[LogMeta, ...]
+
+
+@dataclass(frozen=True)
+class IdleMonitor:
+    """One monitor of a project.
+
+    ``interval`` and ``interval_avg`` are in **minutes**: Idlemon gives no unit, and its own
+    example only makes sense in minutes.  ``duration_avg`` is in seconds.  The averages are
+    None when Idlemon sends null (a monitor with no logs yet has nothing to average).
+    """
+
+    id: str
+    project_id: str
+    name: str
+    slug: str
+    description: str | None
+    interval: int
+    interval_avg: float | None
+    duration_avg: float | None
+    is_idle: bool
+    last_idle: datetime | None
+    last_contact: datetime | None
+
+
+@dataclass(frozen=True)
+class Project:
+    """A project: the unit an API token belongs to."""
+
+    id: str
+    name: str
+    description: str | None
+    token_last_used: datetime | None
+    monitors: tuple[IdleMonitor, ...]
+
+
+def check_token_format(token: str) -> str | None:
+    """Reject a token that cannot work; return a warning if it merely looks unusual.
+
+    Raises ConfigError for an empty token or one containing whitespace or control characters
+    (typically a newline left by a secret file).  Returns a warning, or None, for the shape:
+    Idlemon's documented tokens are 32 hex characters, but we do not know all of them are.
+    Neither the error nor the warning quotes the token.
+    """
+    if not token.strip():
+        raise ConfigError("the Idlemon API token is empty")
+    if not token.isprintable() or any(char.isspace() for char in token):
+        raise ConfigError("the Idlemon API token contains whitespace or control characters")
+    if not _TOKEN_SHAPE.fullmatch(token):
+        return (
+            "the Idlemon API token does not look like one "
+            f"(expected 32 hex characters, got {len(token)} characters)"
+        )
+    return None
+
+
+class IdlemonClient:
+    """Talks to one Idlemon project with its token.  Makes one attempt per call: no retries.
+
+    Without ``session`` the client makes its own on first use (so constructing a client does
+    not import requests) and :meth:`close` closes it; a session passed in is left open.
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        token: str,
+        session: requests.Session | None = None,
+        timeout: Timeout = DEFAULT_TIMEOUT,
+    ) -> None:
+        self.base_url = check_base_url(base_url, SERVICE)
+        self._token = token
+        self._session = session
+        self._owns_session = session is None
+        self.timeout = timeout
+
+    def __repr__(self) -> str:  # never show the token
+        return f"IdlemonClient(base_url={self.base_url!r})"
+
+    def log_request(self, slug: str, duration_s: int, metas: list[tuple[str, str]]) -> PreparedCall:
+        """The exact request :meth:`post_log` sends; ``describe()`` it for ``--dry-run``.
+
+        Raises ConfigError for an empty slug, TypeError/ValueError for a duration that is not
+        a non-negative int or metas that are not pairs of strings (callers' bugs).
+        """
+        if not slug:
+            raise ConfigError("the Idlemon monitor slug is empty")
+        body = {"duration": _check_duration(duration_s), "metas": _meta_list(metas)}
+        # safe="": a "/" in a slug must stay inside the slug's path segment.
+        url = f"{self.base_url}/monitors/{urllib.parse.quote(slug, safe='')}/logs"
+        return PreparedCall("POST", url, self._headers(with_body=True), body)
+
+    def post_log(
+        self,
+        slug: str,
+        duration_s: int,
+        metas: list[tuple[str, str]],
+        timeout: float | None = None,
+    ) -> LogReceipt:
+        """Post one activity log.  ``timeout`` caps this attempt's timeouts, in seconds.
+
+        Raises NotFoundError "no Idlemon monitor with slug 'x'", AuthError, and the other
+        errors of :func:`jobwrap.http.send_json`.
+        """
+        call = self.log_request(slug, duration_s, metas)
+        try:
+            body = self._send(call, timeout)
+        except NotFoundError as exc:
+            raise NotFoundError(
+                f"no Idlemon monitor with slug {slug!r} (HTTP 404)", status=exc.status
+            ) from None
+        return _parse_receipt(JsonRecord(body, "", _SOURCE).record("log"))
+
+    def get_project(self, project_id: str, timeout: float | None = None) -> Project:
+        """Read a project and its monitors.
+
+        Raises NotFoundError "no Idlemon project 'id'", AuthError, and the other errors of
+        :func:`jobwrap.http.send_json`.
+        """
+        quoted = urllib.parse.quote(project_id, safe="")
+        call = PreparedCall("GET", f"{self.base_url}/projects/{quoted}", self._headers())
+        try:
+            body = self._send(call, timeout)
+        except NotFoundError as exc:
+            raise NotFoundError(
+                f"no Idlemon project {project_id!r} (HTTP 404)", status=exc.status
+            ) from None
+        return _parse_project(JsonRecord(body, "", _SOURCE).record("project"))
+
+    def close(self) -> None:
+        """Close the session if this client made it."""
+        if self._owns_session and self._session is not None:
+            self._session.close()
+            self._session = None
+
+    def __enter__(self) -> IdlemonClient:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def _headers(self, *, with_body: bool = False) -> dict[str, str]:
+        headers = {"Accept": "application/json"}
+        if with_body:
+            headers["Content-Type"] = "application/json"
+        headers["Api-Token"] = self._token
+        return headers
+
+    def _send(self, call: PreparedCall, timeout: float | None) -> Any:
+        if self._session is None:
+            self._session = make_session()
+        try:
+            response = send_json(
+                self._session,
+                call.method,
+                call.url,
+                headers=call.headers,
+                json_body=call.body,
+                timeout=self.timeout.capped(timeout),
+                service=SERVICE,
+            )
+        except AuthError as exc:
+            raise AuthError(
+                f"Idlemon rejected the API token (HTTP {exc.status})", status=exc.status
+            ) from None
+        return response.body
+
+
+def _check_duration(duration_s: int) -> int:
+    if not isinstance(duration_s, int) or isinstance(duration_s, bool):
+        raise TypeError(f"duration_s must be an int, not {type(duration_s).__name__}")
+    if duration_s < 0:
+        raise ValueError(f"duration_s must not be negative, not {duration_s}")
+    return duration_s
+
+
+def _meta_list(metas: list[tuple[str, str]]) -> list[dict[str, str]]:
+    result = []
+    for name, value in metas:
+        if not isinstance(name, str) or not isinstance(value, str):
+            raise TypeError(f"meta names and values must be strings, not {name!r}: {value!r}")
+        result.append({"name": name, "value": value})
+    return result
+
+
+def _parse_receipt(log: JsonRecord) -> LogReceipt:
+    metas = tuple(
+        LogMeta(id=meta.text("id"), name=meta.text("name"), value=meta.text("value"))
+        for meta in log.records("metas")
+    )
+    return LogReceipt(id=log.text("id"), duration=log.integer("duration"), metas=metas)
+
+
+def _parse_project(project: JsonRecord) -> Project:
+    return Project(
+        id=project.text("id"),
+        name=project.text("name"),
+        description=project.text_or_none("description"),
+        token_last_used=project.timestamp_or_none("token_last_used"),
+        monitors=tuple(_parse_monitor(item) for item in project.records("monitors")),
+    )
+
+
+def _parse_monitor(monitor: JsonRecord) -> IdleMonitor:
+    return IdleMonitor(
+        id=monitor.text("id"),
+        project_id=monitor.text("project_id"),
+        name=monitor.text("name"),
+        slug=monitor.text("slug"),
+        description=monitor.text_or_none("description"),
+        interval=monitor.integer("interval"),
+        interval_avg=monitor.number_or_none("interval_avg"),
+        duration_avg=monitor.number_or_none("duration_avg"),
+        is_idle=monitor.flag("is_idle"),
+        last_idle=monitor.timestamp_or_none("last_idle"),
+        last_contact=monitor.timestamp_or_none("last_contact"),
+    )

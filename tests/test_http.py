@@ -1,0 +1,535 @@
+"""jobwrap.http against a real HTTP server on 127.0.0.1: session, status mapping, retry policy."""
+
+from __future__ import annotations
+
+import email.utils
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from jobwrap import __version__
+from jobwrap.errors import (
+    ApiError,
+    AuthError,
+    MalformedResponseError,
+    NotFoundError,
+    RateLimitedError,
+    RejectedError,
+    TransientApiError,
+)
+from jobwrap.http import (
+    DEFAULT_TIMEOUT,
+    PreparedCall,
+    Timeout,
+    make_session,
+    mask_secret,
+    parse_retry_after,
+    retry,
+    safe_url,
+    send_json,
+)
+from jobwrap.jsonfields import JsonRecord, json_records
+from tests.fakes import FakeClock, FakeServer, Reply, json_error
+
+SECRET = "0123456789abcdef0123456789abcdef"
+AUTH = {"Api-Token": SECRET}
+
+
+@pytest.fixture
+def server() -> Iterator[FakeServer]:
+    with FakeServer() as srv:
+        yield srv
+
+
+@pytest.fixture
+def session():
+    with make_session() as sess:
+        yield sess
+
+
+def get(session, server: FakeServer, **kwargs):
+    kwargs.setdefault("headers", AUTH)
+    return send_json(session, "GET", f"{server.url}/thing", **kwargs)
+
+
+# Session -------------------------------------------------------------------------------------
+
+
+def test_importing_the_api_modules_does_not_import_requests():
+    code = (
+        "import sys, jobwrap.http, jobwrap.idlemon, jobwrap.promonitor\n"
+        "print(sorted(m for m in ('requests', 'urllib3', 'ssl') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+def test_session_sends_jobwrap_user_agent_and_accepts_json(server, session):
+    get(session, server, headers={})
+    request = server.received[0]
+    assert request.header("User-Agent") == f"jobwrap/{__version__}"
+    assert request.header("Accept") == "application/json"
+
+
+def test_session_user_agent_can_be_replaced(server):
+    with make_session("jobwrap/9 (test)") as sess:
+        get(sess, server)
+    assert server.received[0].header("User-Agent") == "jobwrap/9 (test)"
+
+
+def test_session_does_not_retry_behind_our_back(server, session):
+    # urllib3 would retry a GET whose connection dropped if the adapter allowed retries.
+    server.plan(Reply.dropped(), Reply.dropped())
+    with pytest.raises(TransientApiError):
+        get(session, server)
+    assert server.hits == 1
+
+
+def test_netrc_does_not_replace_the_authorization_header(server, session, tmp_path, monkeypatch):
+    netrc = tmp_path / "netrc"
+    netrc.write_text("machine 127.0.0.1 login someone password hunter2\n")
+    netrc.chmod(0o600)
+    monkeypatch.setenv("NETRC", str(netrc))
+    get(session, server, headers={"Authorization": "Bearer pm_key"})
+    assert server.received[0].header("Authorization") == "Bearer pm_key"
+
+
+def test_default_timeouts_and_capping():
+    assert (DEFAULT_TIMEOUT.connect_s, DEFAULT_TIMEOUT.read_s) == (3.05, 10.0)
+    assert DEFAULT_TIMEOUT.capped(None) is DEFAULT_TIMEOUT
+    assert DEFAULT_TIMEOUT.capped(5) == Timeout(3.05, 5)
+    assert DEFAULT_TIMEOUT.capped(1) == Timeout(1, 1)
+    assert DEFAULT_TIMEOUT.capped(-2).read_s > 0  # urllib3 refuses 0 and negatives
+
+
+# Answers and their errors --------------------------------------------------------------------
+
+
+def test_2xx_json_body_is_parsed_and_headers_are_case_insensitive(server, session):
+    server.plan(Reply.json(201, {"log": {"id": "x"}}, (("X-Thing", "1"),)))
+    response = get(session, server, json_body={"duration": 1})
+    assert response.status == 201
+    assert response.body == {"log": {"id": "x"}}
+    assert response.header("x-THING") == "1"
+    assert server.received[0].body == {"duration": 1}
+
+
+def test_204_has_no_body(server, session):
+    server.plan(Reply(204))
+    assert get(session, server).body is None
+
+
+@pytest.mark.parametrize(
+    ("reply", "error", "retriable"),
+    [
+        (json_error(500, "database down"), TransientApiError, True),
+        (Reply.html(503), TransientApiError, True),
+        (json_error(502, "bad gateway"), TransientApiError, True),
+        (json_error(408, "too slow"), TransientApiError, True),
+        (Reply.rate_limited("7"), RateLimitedError, True),
+        (json_error(401, "Unauthenticated."), AuthError, False),
+        (json_error(403, "Forbidden."), AuthError, False),
+        (json_error(404, "Monitor not found."), NotFoundError, False),
+        (json_error(422, "The duration must be an integer."), RejectedError, False),
+        (json_error(400, "Bad request."), RejectedError, False),
+        (json_error(409, "Conflict."), RejectedError, False),
+    ],
+)
+def test_each_status_maps_to_its_error(server, session, reply, error, retriable):
+    server.plan(reply)
+    with pytest.raises(ApiError) as caught:
+        get(session, server)
+    exc = caught.value
+    assert type(exc) is error
+    assert exc.retriable is retriable
+    assert exc.status == reply.status
+    message = str(exc)
+    assert f"HTTP {reply.status}" in message
+    assert "\n" not in message
+    assert SECRET not in message
+    assert "<html" not in message
+
+
+def test_error_message_quotes_the_server_message(server, session):
+    server.plan(json_error(422, "The duration must be an integer."))
+    with pytest.raises(RejectedError, match="HTTP 422.*: The duration must be an integer"):
+        get(session, server)
+
+
+def test_error_message_reads_a_nested_error_object(server, session):
+    server.plan(Reply.json(500, {"error": {"message": "queue full"}}))
+    with pytest.raises(TransientApiError, match="queue full"):
+        get(session, server)
+
+
+def test_error_excerpt_is_one_short_line_without_the_token(server, session):
+    echoed = f"token {SECRET} is\nnot valid here. " * 20
+    server.plan(json_error(401, echoed))
+    with pytest.raises(AuthError) as caught:
+        get(session, server)
+    message = str(caught.value)
+    assert SECRET not in message
+    assert "[redacted]" in message
+    assert "\n" not in message
+    assert len(message) < 250
+
+
+def test_bearer_credential_is_scrubbed_from_error_messages(server, session):
+    server.plan(json_error(401, "unknown key pm_secret_key"))
+    with pytest.raises(AuthError) as caught:
+        get(session, server, headers={"Authorization": "Bearer pm_secret_key"})
+    assert "pm_secret_key" not in str(caught.value)
+
+
+def test_redirect_is_not_followed(server, session):
+    # Following it would turn a POST into a GET and send Api-Token to another host.
+    server.plan(Reply(302, b"", (("Location", "http://elsewhere.invalid/api"),)))
+    with pytest.raises(RejectedError, match="redirected .* to http://elsewhere.invalid/api"):
+        send_json(session, "POST", f"{server.url}/x", headers=AUTH, json_body={})
+    assert server.hits == 1
+
+
+@pytest.mark.parametrize("reply", [Reply.malformed(), Reply.html(200), Reply(200)])
+def test_2xx_that_is_not_json_is_malformed(server, session, reply):
+    server.plan(reply)
+    with pytest.raises(MalformedResponseError, match="HTTP 200 but the body is not JSON") as caught:
+        get(session, server)
+    assert caught.value.retriable
+
+
+def test_429_carries_retry_after_in_seconds(server, session):
+    server.plan(Reply.rate_limited("7"))
+    with pytest.raises(RateLimitedError, match="retry after 7 s") as caught:
+        get(session, server)
+    assert caught.value.retry_after == 7.0
+
+
+def test_429_with_an_http_date_retry_after(server, session):
+    when = datetime.now(UTC) + timedelta(seconds=120)
+    server.plan(Reply.rate_limited(email.utils.format_datetime(when, usegmt=True)))
+    with pytest.raises(RateLimitedError) as caught:
+        get(session, server)
+    assert 110 < caught.value.retry_after <= 120
+
+
+def test_429_without_retry_after(server, session):
+    server.plan(Reply.rate_limited(None))
+    with pytest.raises(RateLimitedError) as caught:
+        get(session, server)
+    assert caught.value.retry_after is None
+    assert "retry after" not in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("value", "seconds"),
+    [
+        ("7", 7.0),
+        (" 0 ", 0.0),
+        ("1.5", 1.5),
+        ("Wed, 21 Oct 2015 07:28:30 GMT", 30.0),
+        ("Wed, 21 Oct 2015 07:27:00 GMT", 0.0),  # in the past: go now
+        ("-3", None),
+        ("nan", None),
+        ("soon", None),
+        ("", None),
+        (None, None),
+    ],
+)
+def test_parse_retry_after(value, seconds):
+    now = datetime(2015, 10, 21, 7, 28, 0, tzinfo=UTC).timestamp()
+    assert parse_retry_after(value, now=lambda: now) == seconds
+
+
+def test_dropped_connection_is_transient(server, session):
+    server.plan(Reply.dropped())
+    with pytest.raises(TransientApiError, match="closed without a response"):
+        get(session, server)
+
+
+def test_refused_connection_is_transient(session):
+    with socket.socket() as bound_not_listening:
+        bound_not_listening.bind(("127.0.0.1", 0))
+        port = bound_not_listening.getsockname()[1]
+        with pytest.raises(TransientApiError, match="connection refused"):
+            send_json(session, "GET", f"http://127.0.0.1:{port}/x", headers=AUTH)
+
+
+def test_slow_answer_times_out_as_transient(server, session):
+    server.plan(Reply.slow(30))
+    started = time.monotonic()
+    with pytest.raises(TransientApiError, match="did not answer within 0.2 s"):
+        get(session, server, timeout=Timeout(1, 0.2))
+    assert time.monotonic() - started < 3
+
+
+def test_on_response_sees_error_answers_too(server, session):
+    seen = []
+    server.plan(Reply.json(503, {}, (("X-RateLimit-Remaining", "4"),)))
+    with pytest.raises(TransientApiError):
+        get(session, server, on_response=seen.append)
+    assert [(r.status, r.header("X-RateLimit-Remaining")) for r in seen] == [(503, "4")]
+
+
+def test_unsendable_header_is_a_plain_error_without_the_token(server, session):
+    token_with_newline = SECRET + "\n"
+    with pytest.raises(ApiError) as caught:
+        get(session, server, headers={"Api-Token": token_with_newline})
+    assert type(caught.value) is ApiError and not caught.value.retriable
+    assert SECRET not in str(caught.value)
+    assert caught.value.__cause__ is None and caught.value.__suppress_context__
+    assert server.hits == 0
+
+
+# Dry-run rendering ---------------------------------------------------------------------------
+
+
+def test_describe_masks_secrets_and_pretty_prints_the_body():
+    call = PreparedCall(
+        "POST",
+        "https://user:pw@idlemon.example/api/monitors/x/logs?q=1",
+        {"Content-Type": "application/json", "Api-Token": SECRET},
+        {"duration": 7, "metas": []},
+    )
+    text = call.describe()
+    assert text.splitlines()[:3] == [
+        "POST https://idlemon.example/api/monitors/x/logs",
+        "Content-Type: application/json",
+        "Api-Token: 0123…cdef",
+    ]
+    assert '{\n  "duration": 7,\n  "metas": []\n}' in text
+    assert SECRET not in text and "pw" not in text
+    assert SECRET in call.describe(masked=False)
+
+
+def test_describe_keeps_the_auth_scheme_and_has_no_body_section_without_body():
+    call = PreparedCall("GET", "https://pm.example/api/v1/monitors", {"Authorization": "Bearer k"})
+    assert call.describe() == "GET https://pm.example/api/v1/monitors\nAuthorization: Bearer ****"
+
+
+@pytest.mark.parametrize(
+    ("secret", "shown"),
+    [
+        (SECRET, "0123…cdef"),
+        ("pm_live_4f9c2a7d1e3b5c8a6f0d", "pm_l…6f0d"),
+        ("short-token", "****"),
+        ("x" * 23, "****"),
+        ("", "****"),
+    ],
+)
+def test_mask_secret(secret, shown):
+    assert mask_secret(secret) == shown
+
+
+def test_safe_url_drops_credentials_query_and_fragment():
+    assert safe_url("https://u:p@h.example:8443/a/b?token=1#f") == "https://h.example:8443/a/b"
+
+
+# Reading answers -----------------------------------------------------------------------------
+
+
+def test_json_record_names_the_missing_or_mistyped_field():
+    record = JsonRecord({"a": {"n": True, "t": "x"}}, "root", "Test answer").record("a")
+    with pytest.raises(MalformedResponseError, match=r"'root\.a\.n' should be an integer, not a b"):
+        record.integer("n")
+    with pytest.raises(MalformedResponseError, match=r"'root\.a\.gone' is missing"):
+        record.text("gone")
+    with pytest.raises(MalformedResponseError, match=r"'root\.a\.t' is not an ISO 8601"):
+        record.timestamp("t")
+
+
+def test_json_record_timestamps_are_aware():
+    record = JsonRecord({"z": "2025-01-15T10:30:00Z", "naive": "2025-01-15T10:30:00"}, "", "T")
+    assert record.timestamp("z") == datetime(2025, 1, 15, 10, 30, tzinfo=UTC)
+    assert record.timestamp("naive").tzinfo is not None
+
+
+def test_json_records_requires_an_array_of_objects():
+    with pytest.raises(MalformedResponseError, match="'items' should be an array, not an object"):
+        json_records({}, "items", "T")
+    with pytest.raises(MalformedResponseError, match=r"'items\[1\]' should be an object, not null"):
+        json_records([{}, None], "items", "T")
+
+
+# The retry policy ----------------------------------------------------------------------------
+
+
+class Flaky:
+    """A call that raises the given errors in turn, then returns "done"; records its budgets.
+
+    Each call lasts ``cost_s`` on ``clock``, or its remaining budget if less: the budget is
+    its timeout, as for a real request.
+    """
+
+    def __init__(self, *errors: Exception, clock: FakeClock | None = None, cost_s: float = 0):
+        self.errors = list(errors)
+        self.remaining: list[float] = []
+        self.clock = clock
+        self.cost_s = cost_s
+
+    def __call__(self, remaining_s: float) -> str:
+        self.remaining.append(remaining_s)
+        if self.clock is not None:
+            self.clock.advance(min(self.cost_s, remaining_s))
+        if self.errors:
+            raise self.errors.pop(0)
+        return "done"
+
+    @property
+    def calls(self) -> int:
+        return len(self.remaining)
+
+
+def run_retry(call, clock: FakeClock, **kwargs):
+    kwargs.setdefault("budget_s", 60)
+    kwargs.setdefault("rng", lambda: 1.0)
+    return retry(call, clock=clock, sleep=clock.sleep, **kwargs)
+
+
+def outage() -> TransientApiError:
+    return TransientApiError("down", status=503)
+
+
+def test_success_needs_no_wait():
+    clock = FakeClock()
+    assert run_retry(Flaky(), clock) == "done"
+    assert clock.sleeps == []
+
+
+def test_transient_errors_are_retried_with_exponential_backoff():
+    clock = FakeClock()
+    call = Flaky(outage(), outage(), outage())
+    assert run_retry(call, clock) == "done"
+    assert clock.sleeps == [0.5, 1.0, 2.0]
+
+
+def test_backoff_has_full_jitter():
+    clock = FakeClock()
+    run_retry(Flaky(outage(), outage()), clock, rng=lambda: 0.25)
+    assert clock.sleeps == [0.125, 0.25]
+
+
+def test_backoff_is_capped_at_max_delay():
+    clock = FakeClock()
+    run_retry(Flaky(*[outage() for _ in range(8)]), clock, budget_s=1000, max_delay=3)
+    assert clock.sleeps == [0.5, 1.0, 2.0, 3, 3, 3, 3, 3]
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        TransientApiError("down"),
+        RateLimitedError("slow down", retry_after=None),
+        MalformedResponseError("html"),
+    ],
+)
+def test_retriable_errors_are_retried(error):
+    call = Flaky(error)
+    assert run_retry(call, FakeClock()) == "done"
+    assert call.calls == 2
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        AuthError("bad token", status=401),
+        NotFoundError("no slug", status=404),
+        RejectedError("bad body", status=422),
+        ApiError("cannot send"),
+        ValueError("a bug"),
+    ],
+)
+def test_other_errors_are_raised_at_once(error):
+    call = Flaky(error)
+    clock = FakeClock()
+    with pytest.raises(type(error)):
+        run_retry(call, clock)
+    assert call.calls == 1
+    assert clock.sleeps == []
+
+
+def test_budget_is_never_exceeded_and_the_last_error_is_raised():
+    clock = FakeClock()
+    start = clock.now
+    errors = [TransientApiError(f"attempt {n}") for n in range(100)]
+    call = Flaky(*errors, clock=clock, cost_s=2)
+    with pytest.raises(TransientApiError) as caught:
+        run_retry(call, clock, budget_s=10)
+    assert clock.now - start <= 10
+    assert str(caught.value) == f"attempt {call.calls - 1}"
+    assert call.calls >= 3
+
+
+def test_each_attempt_is_given_the_remaining_budget():
+    clock = FakeClock()
+    call = Flaky(outage(), outage(), clock=clock, cost_s=1)
+    run_retry(call, clock, budget_s=10)
+    assert call.remaining == [10, 10 - 1 - 0.5, 10 - 1 - 0.5 - 1 - 1]
+
+
+def test_retry_after_is_waited_exactly_even_beyond_max_delay():
+    clock = FakeClock()
+    run_retry(Flaky(RateLimitedError("429", retry_after=20)), clock, budget_s=60)
+    assert clock.sleeps == [20]
+
+
+def test_retry_after_beyond_the_budget_stops_at_once():
+    clock = FakeClock()
+    call = Flaky(RateLimitedError("429", retry_after=61))
+    with pytest.raises(RateLimitedError):
+        run_retry(call, clock, budget_s=60)
+    assert call.calls == 1
+    assert clock.sleeps == []
+
+
+def test_backoff_that_would_reach_the_deadline_stops():
+    clock = FakeClock()
+    call = Flaky(outage(), clock=clock, cost_s=9.6)
+    with pytest.raises(TransientApiError):
+        run_retry(call, clock, budget_s=10)  # 0.4 s left, the backoff wants 0.5 s
+    assert clock.sleeps == []
+
+
+def test_an_overrunning_sleep_does_not_start_an_attempt_past_the_budget():
+    clock = FakeClock()
+    call = Flaky(outage())
+
+    def oversleep(seconds: float) -> None:
+        clock.advance(seconds + 100)
+
+    with pytest.raises(TransientApiError):
+        retry(call, budget_s=10, clock=clock, sleep=oversleep, rng=lambda: 1.0)
+    assert call.calls == 1
+
+
+def test_on_retry_is_told_each_error_and_wait():
+    clock = FakeClock()
+    first, second = outage(), RateLimitedError("429", retry_after=4)
+    seen = []
+    run_retry(Flaky(first, second), clock, on_retry=lambda exc, delay: seen.append((exc, delay)))
+    assert seen == [(first, 0.5), (second, 4)]
+
+
+@pytest.mark.parametrize("budget", [0, -1])
+def test_budget_must_be_positive(budget):
+    with pytest.raises(ValueError, match="budget"):
+        retry(Flaky(), budget_s=budget)
+
+
+def test_retry_over_real_http_until_the_outage_ends(server, session):
+    clock = FakeClock()
+    server.fail_next(2, Reply.html(503))
+    response = retry(
+        lambda remaining: get(session, server, timeout=DEFAULT_TIMEOUT.capped(remaining)),
+        budget_s=30,
+        clock=clock,
+        sleep=clock.sleep,
+        rng=lambda: 1.0,
+    )
+    assert response.body == {"ok": True}
+    assert server.hits == 3
+    assert clock.sleeps == [0.5, 1.0]

@@ -89,20 +89,37 @@ def cli() -> None:
 )
 @click.option("--schedule", metavar="CRON", help="The job's cron schedule, stored with the run.")
 @click.option(
+    "--report",
+    type=click.Choice(["success", "always", "never"]),
+    help="Which runs send an Idlemon log: success (default), always, never.",
+)
+@click.option(
+    "--report-timeout", type=Duration(), help="Total time reporting may take after the run (30s)."
+)
+@click.option("--dry-run", is_flag=True, help="Print the Idlemon request instead of sending it.")
+@click.option(
     "--summary-json",
     type=click.Path(dir_okay=False, path_type=Path),
     help="Write the run's record as JSON to this file.",
 )
 @click.argument("command", nargs=-1, type=click.UNPROCESSED)
-def run(command, metas, counts, summary_json, **flags) -> int:
+def run(command, metas, counts, summary_json, dry_run, **flags) -> int:
+    from jobwrap.job import build_run_settings, run_job
+
+    resolved = _resolve(flags)
+    settings = build_run_settings(resolved, tuple(command), metas, counts, summary_json, dry_run)
+    return run_job(settings).exit_code
+
+
+def _resolve(flags: dict):
+    """Settings with flags applied; config warnings (e.g. a readable token file) on stderr."""
     from jobwrap.config import resolve
-    from jobwrap.job import build_run_settings, run_job, warn_stderr
+    from jobwrap.job import warn_stderr
 
     resolved = resolve({k: v for k, v in flags.items() if v is not None})
     for warning in resolved.warnings:
         warn_stderr(f"warning: {warning}")
-    settings = build_run_settings(resolved, tuple(command), metas, counts, summary_json)
-    return run_job(settings).exit_code
+    return resolved
 
 
 @cli.command()
@@ -133,6 +150,70 @@ def show(run_id, as_json) -> int:
         raise StateError(f"no run {run_id!r} in the history" if run_id else "no runs recorded yet")
     click.echo(views.run_json(record) if as_json else views.run_details(record), nl=False)
     return ExitStatus.OK
+
+
+@cli.command("config")
+@click.option("-m", "--monitor", metavar="SLUG", help="Show the settings this monitor's runs get.")
+@click.option("--json", "as_json", is_flag=True, help="As JSON, for scripts.")
+def config_cmd(monitor, as_json) -> int:
+    """Show the effective settings and where each came from (tokens masked).
+
+    \b
+    Precedence: flag > environment > user file > system file > default;
+    in the files, [monitors.SLUG] beats the general sections.
+    """
+    from jobwrap import config
+
+    resolved = _resolve({"monitor": monitor})
+    click.echo(config.describe(resolved, as_json), nl=False)
+    return ExitStatus.OK
+
+
+@cli.command()
+@click.option("--project", metavar="ID", help="Idlemon project id [env JOBWRAP_IDLEMON_PROJECT].")
+@click.option("--json", "as_json", is_flag=True, help="As JSON, for scripts.")
+def status(project, as_json) -> int:
+    """The project's monitors at a glance: idle or not, last runs, pending reports.
+
+    \b
+    Example:
+      jobwrap status --project 9934826a-adb5-11ea-a64d-0242ac130004
+    """
+    from jobwrap import commands
+
+    text, code = commands.status(_resolve({"idlemon_project": project}), as_json)
+    click.echo(text, nl=False)
+    return code
+
+
+@cli.command()
+@click.option("-m", "--monitor", metavar="SLUG", help="Only this monitor's reports.")
+@click.option("--budget", type=Duration(), default="5m", help="Give up after this long (5m).")
+@click.option("--force", is_flag=True,
+              help="Also send reports held back because their monitor's latest run failed.")
+def flush(monitor, budget, force) -> int:
+    """Deliver reports an outage held back (and retry refused ones), oldest first.
+
+    Exits 0 when nothing is left to deliver, 1 otherwise.
+    """
+    from jobwrap import commands
+
+    text, code = commands.flush(_resolve({}), monitor=monitor, budget_s=budget, force=force)
+    click.echo(text, nl=False)
+    return code
+
+
+@cli.command()
+def doctor() -> int:
+    """Check config, token, project, monitors, state dir and pending reports.
+
+    Prints one line per finding, with the fix; exits 1 if anything is wrong.
+    """
+    from jobwrap import commands
+
+    text, code = commands.doctor(_resolve({}))
+    click.echo(text, nl=False)
+    return code
 
 
 class _history:

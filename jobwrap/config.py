@@ -130,7 +130,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("idlemon_url", "JOBWRAP_IDLEMON_URL", ("idlemon", "url"),
             "https://www.idlemon.net/api", _text),
     Setting("idlemon_token", "JOBWRAP_IDLEMON_TOKEN", ("idlemon", "token"), None, _text,
-            secret=True),
+            secret=True, per_monitor=True),
     Setting("idlemon_project", "JOBWRAP_IDLEMON_PROJECT", ("idlemon", "project"), None, _text),
     Setting("promonitor_url", "JOBWRAP_PROMONITOR_URL", ("promonitor", "url"),
             "https://promonitor.eu", _text),
@@ -223,6 +223,7 @@ def _check_shape(path: Path, data: Mapping[str, Any]) -> None:
                 f"config file {path}: unknown key {sorted(extra)[0]!r} in [{section}]"
             )
     monitor_keys = {s.name for s in SETTINGS if s.per_monitor} | {"meta", "count"}
+    monitor_keys |= {s.name + "_file" for s in SETTINGS if s.per_monitor and s.secret}
     for slug, section in data.get("monitors", {}).items():
         if not isinstance(section, dict):
             raise ConfigError(f"config file {path}: [monitors.{slug}] must be a table")
@@ -305,9 +306,10 @@ def _from_file(setting, scope, warnings, what):
         if setting.secret:
             _warn_if_readable(f.path, warnings)
         return value, where
-    if setting.secret and "token_file" in table:
-        path = Path(str(table["token_file"]))
-        return _read_secret(path, warnings), f"file {path} ({where} token_file)"
+    file_key = key + "_file" if section.startswith("monitors.") else "token_file"
+    if setting.secret and file_key in table:
+        path = Path(str(table[file_key]))
+        return _read_secret(path, warnings), f"file {path} ({where} {file_key})"
     return None
 
 
@@ -360,3 +362,29 @@ def mask(secret: str | None) -> str:
     if len(secret) < 12:
         return "****"
     return "****" + secret[-4:]
+
+
+def describe(resolved: Resolved, as_json: bool = False) -> str:
+    """The effective settings with their sources; secrets masked."""
+    import json
+
+    rows = []
+    for setting in SETTINGS:
+        value = resolved.values[setting.name]
+        shown = mask(value) if setting.secret else ("-" if value is None else str(value))
+        rows.append((setting.name, shown, resolved.sources[setting.name]))
+    for kind, table in (("meta", resolved.metas), ("count", resolved.counts)):
+        for name, pattern in table.items():
+            rows.append((f"{kind}.{name}", pattern, "config file"))
+    if as_json:
+        return json.dumps([{"name": n, "value": v, "source": s} for n, v, s in rows],
+                          indent=2) + "\n"
+    width = max(len(n) for n, _, _ in rows)
+    vwidth = min(48, max(len(v) for _, v, _ in rows))
+    return "".join(f"{n.ljust(width)}  {v.ljust(vwidth)}  {s}\n" for n, v, s in rows)
+
+
+def configured_monitors(env: Mapping[str, str] | None = None) -> list[str]:
+    """Slugs that have a [monitors.SLUG] section in any config file."""
+    files = load_files(os.environ if env is None else env)
+    return sorted({slug for f in files for slug in f.data.get("monitors", {})})

@@ -14,9 +14,11 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 from jobwrap.errors import StateError
@@ -150,12 +152,15 @@ class History:
         except sqlite3.Error as exc:
             raise StateError(f"cannot write the history {self.path}: {exc}") from None
 
-    def add(self, rec: RunRecord) -> None:
+    def add(self, rec: RunRecord, claim: str | None = None, lease_s: float = 0.0) -> None:
+        """Insert a run.  ``claim``: the inserting process will deliver its report itself."""
         values = {k: getattr(rec, k) for k in _COLUMNS}
         values["metas"] = json.dumps([{"name": n, "value": v} for n, v in rec.metas])
         values["timed_out"] = int(rec.timed_out)
-        cols = ", ".join(_COLUMNS)
-        marks = ", ".join(f":{c}" for c in _COLUMNS)
+        values["report_claim"] = claim
+        values["report_claimed_until"] = time.time() + lease_s if claim else None
+        cols = ", ".join(values)
+        marks = ", ".join(f":{c}" for c in values)
         with self.write() as db:
             db.execute(f"INSERT INTO runs ({cols}) VALUES ({marks})", values)
             _drop_old_output(db, rec.job)
@@ -164,6 +169,89 @@ class History:
                 "AND report_status NOT IN ('pending', 'refused')",
                 (f"-{KEEP_DAYS} days",),
             )
+
+    # The spool ---------------------------------------------------------------------------
+    # A report is delivered by whoever holds its claim.  A claim is a lease: if its holder dies
+    # mid-delivery, the lease runs out and a later run or flush takes the report over (it may
+    # then be delivered twice, which the run_id meta makes recognisable).  Two live processes
+    # never hold the same report, so two flushes never send a report twice.
+
+    def claim_reports(
+        self,
+        owner: str,
+        lease_s: float,
+        *,
+        monitor: str | None = None,
+        statuses: tuple[str, ...] = ("pending",),
+        limit: int = 100,
+    ) -> list[RunRecord]:
+        """Claim up to ``limit`` unclaimed reports, oldest first, and return them."""
+        now = time.time()
+        marks = ", ".join("?" for _ in statuses)
+        where = f"report_status IN ({marks}) AND coalesce(report_claimed_until, 0) < ?"
+        args: list = [*statuses, now]
+        if monitor is not None:
+            where += " AND monitor = ?"
+            args.append(monitor)
+        with self.write() as db:
+            db.execute(
+                "UPDATE runs SET report_claim = ?, report_claimed_until = ? WHERE run_id IN ("
+                f" SELECT run_id FROM runs WHERE {where} ORDER BY started_at LIMIT ?)",
+                (owner, now + lease_s, *args, limit),
+            )
+        return [
+            _record(row)
+            for row in self._read(
+                "SELECT * FROM runs WHERE report_claim = ? AND report_status IN "
+                f"({marks}) ORDER BY started_at",
+                (owner, *statuses),
+            )
+        ]
+
+    def settle_report(
+        self, run_id: str, owner: str, status: str, error: str | None = None
+    ) -> None:
+        """Record a delivery attempt's outcome and release the claim."""
+        sent_at = datetime.now(UTC).isoformat(timespec="seconds") if status == "sent" else None
+        with self.write() as db:
+            db.execute(
+                "UPDATE runs SET report_status = ?, report_error = ?, report_sent_at = ?,"
+                " report_attempts = report_attempts + 1, report_claim = NULL,"
+                " report_claimed_until = NULL WHERE run_id = ? AND report_claim = ?",
+                (status, error, sent_at, run_id, owner),
+            )
+
+    def release_claims(self, owner: str) -> None:
+        with self.write() as db:
+            db.execute(
+                "UPDATE runs SET report_claim = NULL, report_claimed_until = NULL"
+                " WHERE report_claim = ?",
+                (owner,),
+            )
+
+    def report_backlog(self) -> dict[tuple[str, str], int]:
+        """(monitor, status) → count, for pending and refused reports."""
+        rows = self._read(
+            "SELECT monitor, report_status, count(*) AS n FROM runs"
+            " WHERE report_status IN ('pending', 'refused') GROUP BY monitor, report_status"
+        )
+        return {(row["monitor"], row["report_status"]): row["n"] for row in rows}
+
+    def latest_by_monitor(self) -> dict[str, RunRecord]:
+        rows = self._read(
+            "SELECT * FROM runs WHERE rowid IN (SELECT max(rowid) FROM runs"
+            " WHERE monitor IS NOT NULL GROUP BY monitor)"
+        )
+        return {row["monitor"]: _record(row) for row in rows}
+
+    def durations(self, monitor: str, limit: int = 200) -> list[int]:
+        """Recent durations (ms) of a monitor's runs that ran to completion."""
+        rows = self._read(
+            "SELECT duration_ms FROM runs WHERE monitor = ? AND skipped IS NULL"
+            " ORDER BY started_at DESC LIMIT ?",
+            (monitor, limit),
+        )
+        return [row["duration_ms"] for row in rows]
 
     def recent(self, *, monitor: str | None = None, limit: int = 20) -> list[RunRecord]:
         """Newest first."""

@@ -12,13 +12,14 @@ import os
 import shlex
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from jobwrap.analysis import PatternSpec, check_unique, parse_pattern_spec
 from jobwrap.config import Resolved
 from jobwrap.errors import JobwrapError, UsageError
-from jobwrap.history import RunRecord, open_history
+from jobwrap.history import History, RunRecord, open_history
+from jobwrap.report import BACKLOG_PER_RUN, LEASE_MARGIN_S, ReportSettings, wants_report
 from jobwrap.runner import RunResult, RunSpec, run_command
 
 Warn = Callable[[str], None]
@@ -42,6 +43,7 @@ class RunSettings:
     capture: bool = True
     summary_json: Path | None = None
     schedule: str | None = None
+    report: ReportSettings = ReportSettings(policy="never")
 
     @property
     def job(self) -> str:
@@ -55,6 +57,7 @@ def build_run_settings(
     meta_flags: tuple[str, ...] = (),
     count_flags: tuple[str, ...] = (),
     summary_json: Path | None = None,
+    dry_run: bool = False,
 ) -> RunSettings:
     """Merge the monitor section's patterns with the flags' (a flag wins for its name)."""
     if not argv:
@@ -81,6 +84,13 @@ def build_run_settings(
         capture=resolved["capture"],
         summary_json=summary_json,
         schedule=resolved["schedule"],
+        report=ReportSettings(
+            policy=resolved["report"],
+            base_url=resolved["idlemon_url"],
+            token=resolved["idlemon_token"],
+            budget_s=resolved["report_timeout"],
+            dry_run=dry_run,
+        ),
     )
 
 
@@ -132,7 +142,12 @@ def make_record(settings: RunSettings, result: RunResult) -> RunRecord:
 
 
 def run_job(settings: RunSettings, warn: Warn = warn_stderr) -> RunRecord:
-    """Run the command, record the run, write the summary; return the record."""
+    """Run the command, record the run, report it, write the summary; return the record."""
+    may_send = settings.monitor and settings.report.token and settings.report.policy != "never"
+    if may_send and not settings.report.dry_run:
+        from jobwrap.report import prewarm_http
+
+        prewarm_http()
     result = run_command(
         RunSpec(
             argv=settings.argv,
@@ -144,25 +159,131 @@ def run_job(settings: RunSettings, warn: Warn = warn_stderr) -> RunRecord:
     )
     if result.spawn_error:
         warn(result.spawn_error)
-    record = make_record(settings, result)
-    record_run(settings.state_dir, record, warn)
+    return finish_run(settings, make_record(settings, result), warn)
+
+
+def finish_run(settings: RunSettings, record: RunRecord, warn: Warn) -> RunRecord:
+    """Everything after the child: contained, so the run's exit status always stands."""
+    try:
+        record = _store_and_report(settings, record, warn)
+    except Exception as exc:  # a bug here must not cost the job its exit status
+        warn(f"warning: internal error after the run: {exc!r}")
     if settings.summary_json is not None:
         write_summary(settings.summary_json, record, warn)
     return record
 
 
-def record_run(state_dir: Path, record: RunRecord, warn: Warn) -> bool:
-    """Store the run; on failure warn once and go on (the job's status is what matters)."""
+def _store_and_report(settings: RunSettings, record: RunRecord, warn: Warn) -> RunRecord:
+    report = settings.report
+    to_send = bool(settings.monitor) and wants_report(report.policy, record)
+    if to_send and report.dry_run:
+        warn("dry run: would send\n" + _describe_request(settings, record))
+        return record
+    if to_send and not report.token:
+        warn(
+            f"warning: no Idlemon token (JOBWRAP_IDLEMON_TOKEN or the config file): "
+            f"the run of {settings.monitor!r} is recorded locally only"
+        )
+        to_send = False
+    if to_send:
+        record = replace(record, report_status="pending")
+    history = _store(settings.state_dir, record, warn, claim=to_send, lease=report.budget_s)
+    if not to_send:
+        return record
+    try:
+        return _deliver(settings, record, history, warn)
+    finally:
+        if history is not None:
+            history.close()
+
+
+def _store(state_dir: Path, record: RunRecord, warn: Warn, *, claim: bool,
+           lease: float) -> History | None:
+    """Store the run (claimed for delivery by this process); None if the store is unusable."""
     try:
         history = open_history(state_dir)
         try:
-            history.add(record)
-        finally:
+            history.add(record, claim=record.run_id if claim else None,
+                        lease_s=lease + LEASE_MARGIN_S)
+        except BaseException:
             history.close()
-        return True
+            raise
     except JobwrapError as exc:
         warn(f"warning: {exc}; this run is not recorded (its exit status is unaffected)")
-        return False
+        return None
+    if not claim:
+        history.close()
+        return None
+    return history
+
+
+def _deliver(settings: RunSettings, record: RunRecord, history: History | None,
+             warn: Warn) -> RunRecord:
+    from jobwrap.idlemon import IdlemonClient
+    from jobwrap.report import Deliverer, DeliveryOutcome
+
+    report = settings.report
+    outcome = DeliveryOutcome(pending=[(record.run_id, "interrupted by a signal")])
+    with _StopOnSignal(), IdlemonClient(report.base_url, report.token or "") as client:
+        deliverer = Deliverer(history, lambda _slug: client, report.budget_s)
+        outcome = deliverer.deliver([record], owner=record.run_id)
+        if outcome.sent and history is not None:
+            # Delivered: older reports of this monitor may follow (they cannot hide a failure
+            # now, since this run just told Idlemon the job is active).
+            backlog = history.claim_reports(
+                record.run_id, report.budget_s + LEASE_MARGIN_S,
+                monitor=settings.monitor, limit=BACKLOG_PER_RUN,
+            )
+            if backlog:
+                deliverer.deliver(backlog, owner=record.run_id)
+    if outcome.last_problem:
+        kept = "kept for `jobwrap flush`" if history is not None else "lost: no history"
+        warn(f"warning: report not delivered ({kept}): {outcome.last_problem}")
+    status = "sent" if outcome.sent else ("refused" if outcome.refused else "pending")
+    return replace(record, report_status=status, report_error=outcome.last_problem)
+
+
+def _describe_request(settings: RunSettings, record: RunRecord) -> str:
+    from jobwrap.idlemon import IdlemonClient
+    from jobwrap.report import log_body
+
+    duration_s, metas = log_body(record)
+    client = IdlemonClient(settings.report.base_url, settings.report.token or "<token>")
+    return client.log_request(settings.monitor or "", duration_s, metas).describe(masked=True)
+
+
+class _StopOnSignal:
+    """While reports are sent, SIGTERM/SIGINT/SIGHUP end the sending, not jobwrap's exit status.
+
+    The report stays pending (its claim lapses) and a later run or flush delivers it.
+    """
+
+    SIGNALS = ("SIGTERM", "SIGINT", "SIGHUP")
+
+    def __enter__(self) -> _StopOnSignal:
+        import signal
+        import threading
+
+        self.old: dict = {}
+        if threading.current_thread() is threading.main_thread():
+            for name in self.SIGNALS:
+                signum = getattr(signal, name)
+                self.old[signum] = signal.signal(signum, self._raise)
+        return self
+
+    def _raise(self, signum: int, _frame: object) -> None:
+        raise _Stopped(signum)
+
+    def __exit__(self, exc_type, exc, tb) -> bool:
+        import signal
+
+        for signum, handler in self.old.items():
+            signal.signal(signum, handler)
+        return exc_type is _Stopped
+
+
+class _Stopped(BaseException):
+    """Raised by a signal handler; a BaseException so no library swallows it."""
 
 
 def write_summary(path: Path, record: RunRecord, warn: Warn) -> None:

@@ -1,0 +1,84 @@
+"""``jobwrap doctor``: is everything set up right?  Each finding is one line with its fix."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+from jobwrap.config import Resolved
+from jobwrap.errors import ApiError, JobwrapError
+
+
+@dataclass(frozen=True)
+class Finding:
+    ok: bool
+    text: str  # what was checked and what was found, with the fix when not ok
+
+    def line(self) -> str:
+        return ("ok    " if self.ok else "FAIL  ") + self.text
+
+
+Check = Callable[[Resolved], Iterator[Finding]]
+
+
+def check_state_dir(resolved: Resolved) -> Iterator[Finding]:
+    from jobwrap.history import open_history
+
+    state_dir = resolved["state_dir"]
+    try:
+        history = open_history(state_dir)
+        try:
+            with history.write():
+                pass
+            backlog = history.report_backlog()
+        finally:
+            history.close()
+    except JobwrapError as exc:
+        yield Finding(False, f"state dir: {exc} — make {state_dir} writable or set "
+                      "JOBWRAP_STATE_DIR")
+        return
+    yield Finding(True, f"state dir {state_dir} is writable")
+    for (monitor, status), count in sorted(backlog.items(), key=str):
+        if status == "pending":
+            yield Finding(False, f"{count} report(s) of {monitor!r} pending — run `jobwrap flush`")
+        else:
+            yield Finding(False, f"{count} report(s) of {monitor!r} refused by Idlemon — see "
+                          "`jobwrap history`, fix the cause, then `jobwrap flush`")
+
+
+def check_idlemon(resolved: Resolved, monitors: list[str]) -> Iterator[Finding]:
+    """Token present and accepted, project found, every known monitor slug in it."""
+    from jobwrap.idlemon import IdlemonClient, check_token_format
+
+    token = resolved["idlemon_token"]
+    if not token:
+        yield Finding(False, "no Idlemon token — set JOBWRAP_IDLEMON_TOKEN, "
+                      "JOBWRAP_IDLEMON_TOKEN_FILE, or [idlemon] token_file in the config file")
+        return
+    shape = check_token_format(token)
+    yield Finding(shape is None, f"Idlemon token from {resolved.sources['idlemon_token']}"
+                  + (f": {shape}" if shape else " looks right"))
+    project_id = resolved["idlemon_project"]
+    if not project_id:
+        yield Finding(False, "no Idlemon project — set JOBWRAP_IDLEMON_PROJECT (or [idlemon] "
+                      "project) so the token and monitors can be verified")
+        return
+    try:
+        with IdlemonClient(resolved["idlemon_url"], token) as client:
+            project = client.get_project(project_id, timeout=10)
+    except ApiError as exc:
+        yield Finding(False, f"Idlemon: {exc}")
+        return
+    yield Finding(True, f"Idlemon accepted the token; project {project.name!r} has "
+                  f"{len(project.monitors)} monitor(s)")
+    known = {m.slug for m in project.monitors}
+    for slug in monitors:
+        if slug in known:
+            yield Finding(True, f"monitor {slug!r} exists in the project")
+        else:
+            yield Finding(False, f"no Idlemon monitor with slug {slug!r} in project "
+                          f"{project.name!r} — create it or fix the slug")
+
+
+def worst(findings: list[Finding]) -> int:
+    return 0 if all(f.ok for f in findings) else 1

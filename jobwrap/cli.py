@@ -97,6 +97,13 @@ def cli() -> None:
     "--report-timeout", type=Duration(), help="Total time reporting may take after the run (30s)."
 )
 @click.option("--dry-run", is_flag=True, help="Print the Idlemon request instead of sending it.")
+@click.option("--promonitor", metavar="ID",
+              help="ProMonitor monitor of the service this job depends on (cross-check).")
+@click.option("--require-up", is_flag=False, flag_value="on", default=None, metavar="[=strict]",
+              help="Don't start the job while its --promonitor dependency is down "
+                   "(strict: nor when ProMonitor cannot be asked).")
+@click.option("--skipped-exit", type=click.IntRange(0, 255), metavar="N",
+              help="Exit status of a run that was skipped (default 75, EX_TEMPFAIL).")
 @click.option(
     "--summary-json",
     type=click.Path(dir_okay=False, path_type=Path),

@@ -93,6 +93,27 @@ def _text(text: object, what: str = "value") -> str:
     return str(text).strip()
 
 
+def _require_up(text: object, what: str = "require-up") -> str:
+    if isinstance(text, bool):
+        return "on" if text else "off"
+    raw = str(text).strip().lower()
+    aliases = {"true": "on", "yes": "on", "1": "on", "false": "off", "no": "off", "0": "off"}
+    raw = aliases.get(raw, raw)
+    if raw not in ("off", "on", "strict"):
+        raise UsageError(f"bad {what} {text!r}: use on, off or strict")
+    return raw
+
+
+def _exit_code(text: object, what: str = "exit code") -> int:
+    try:
+        value = int(str(text).strip())
+    except ValueError:
+        raise UsageError(f"bad {what} {text!r}: a number from 0 to 255") from None
+    if not 0 <= value <= 255:
+        raise UsageError(f"bad {what} {text!r}: a number from 0 to 255")
+    return value
+
+
 def _path(text: object, what: str = "path") -> Path:
     raw = str(text).strip()
     if not raw:
@@ -139,7 +160,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("promonitor_rpm", "JOBWRAP_PROMONITOR_RPM", ("promonitor", "requests_per_minute"),
             2, parse_positive_int),
     Setting("promonitor", None, None, None, _text, per_monitor=True),
-    Setting("require_up", None, None, None, _text, per_monitor=True),
+    Setting("require_up", None, None, None, _require_up, per_monitor=True),
+    Setting("skipped_exit", None, ("run", "skipped_exit"), 75, _exit_code, per_monitor=True),
 )
 SETTINGS_BY_NAME = {s.name: s for s in SETTINGS}
 

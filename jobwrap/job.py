@@ -13,14 +13,16 @@ import shlex
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from jobwrap.analysis import PatternSpec, check_unique, parse_pattern_spec
 from jobwrap.config import Resolved
-from jobwrap.errors import JobwrapError, UsageError
+from jobwrap.dependency import REQUIRE_UP_CHOICES, DependencySettings
+from jobwrap.errors import ExitStatus, JobwrapError, UsageError
 from jobwrap.history import History, RunRecord, open_history
 from jobwrap.report import BACKLOG_PER_RUN, LEASE_MARGIN_S, ReportSettings, wants_report
-from jobwrap.runner import RunResult, RunSpec, run_command
+from jobwrap.runner import RunResult, RunSpec, new_run_id, run_command
 
 Warn = Callable[[str], None]
 
@@ -44,6 +46,8 @@ class RunSettings:
     summary_json: Path | None = None
     schedule: str | None = None
     report: ReportSettings = ReportSettings(policy="never")
+    dependency: DependencySettings | None = None
+    skipped_exit: int = ExitStatus.TEMPFAIL
 
     @property
     def job(self) -> str:
@@ -74,6 +78,10 @@ def build_run_settings(
     ]
     specs = file_specs + flag_specs
     check_unique(specs)
+    if resolved["monitor"] and resolved["idlemon_token"]:
+        from jobwrap.http import check_base_url
+
+        check_base_url(resolved["idlemon_url"], "Idlemon")
     return RunSettings(
         argv=argv,
         state_dir=resolved["state_dir"],
@@ -91,6 +99,29 @@ def build_run_settings(
             budget_s=resolved["report_timeout"],
             dry_run=dry_run,
         ),
+        dependency=_dependency_settings(resolved),
+        skipped_exit=resolved["skipped_exit"],
+    )
+
+
+def _dependency_settings(resolved: Resolved) -> DependencySettings | None:
+    require_up = resolved["require_up"] or "off"
+    if require_up not in REQUIRE_UP_CHOICES:
+        raise UsageError(f"bad --require-up {require_up!r}: use --require-up[=strict]")
+    if resolved["promonitor"]:
+        from jobwrap.http import check_base_url
+
+        check_base_url(resolved["promonitor_url"], "ProMonitor")
+    if not resolved["promonitor"]:
+        if require_up != "off":
+            raise UsageError("--require-up needs --promonitor ID (or promonitor in the config)")
+        return None
+    return DependencySettings(
+        monitor_id=resolved["promonitor"],
+        token=resolved["promonitor_token"],
+        base_url=resolved["promonitor_url"],
+        requests_per_minute=resolved["promonitor_rpm"],
+        require_up=require_up,
     )
 
 
@@ -112,9 +143,11 @@ def builtin_metas(result: RunResult, host: str) -> list[tuple[str, str]]:
     return metas
 
 
-def make_record(settings: RunSettings, result: RunResult) -> RunRecord:
+def make_record(settings: RunSettings, result: RunResult,
+                extra_metas: list[tuple[str, str]] | tuple = ()) -> RunRecord:
+    """The run as stored and reported: built-in metas, the user's, then context metas."""
     host = os.uname().nodename
-    metas = builtin_metas(result, host) + list(result.analysis.metas)
+    metas = builtin_metas(result, host) + list(result.analysis.metas) + list(extra_metas)
     output = result.output
     return RunRecord(
         run_id=result.run_id,
@@ -143,11 +176,18 @@ def make_record(settings: RunSettings, result: RunResult) -> RunRecord:
 
 def run_job(settings: RunSettings, warn: Warn = warn_stderr) -> RunRecord:
     """Run the command, record the run, report it, write the summary; return the record."""
+    dependency = _open_dependency(settings, warn)
+    if dependency is not None and settings.dependency.require_up != "off":
+        decision = dependency.gate()
+        if decision is not None and not decision.run:
+            return finish_run(settings, skipped_record(settings, decision.message), warn)
     may_send = settings.monitor and settings.report.token and settings.report.policy != "never"
     if may_send and not settings.report.dry_run:
         from jobwrap.report import prewarm_http
 
         prewarm_http()
+    if dependency is not None:
+        dependency.start()
     result = run_command(
         RunSpec(
             argv=settings.argv,
@@ -159,7 +199,41 @@ def run_job(settings: RunSettings, warn: Warn = warn_stderr) -> RunRecord:
     )
     if result.spawn_error:
         warn(result.spawn_error)
-    return finish_run(settings, make_record(settings, result), warn)
+    record = make_record(settings, result, _context_metas(dependency, result, warn))
+    return finish_run(settings, record, warn)
+
+
+def _context_metas(dependency, result: RunResult, warn: Warn) -> list[tuple[str, str]]:
+    """Metas about the run's surroundings; a failure here costs metas, never the run."""
+    metas: list[tuple[str, str]] = []
+    try:
+        if dependency is not None:
+            ended = result.started_at + timedelta(milliseconds=result.duration_ms)
+            metas += dependency.metas_after(result.exit_status != 0, result.started_at, ended)
+    except Exception as exc:  # contained: monitoring never changes the job's outcome
+        warn(f"warning: ProMonitor cross-check failed: {exc!r}")
+    return metas
+
+
+def _open_dependency(settings: RunSettings, warn: Warn):
+    if settings.dependency is None:
+        return None
+    from jobwrap.dependency import DependencyCheck
+
+    return DependencyCheck.open(settings.dependency, settings.state_dir, warn)
+
+
+def skipped_record(settings: RunSettings, reason: str) -> RunRecord:
+    """A run that was not started (dependency down, lock held): recorded, never reported."""
+    result = RunResult(
+        run_id=new_run_id(),
+        argv=settings.argv,
+        started_at=datetime.now(UTC),
+        duration_ms=0,
+        exit_status=settings.skipped_exit,
+    )
+    record = make_record(settings, result, [("skipped", reason)])
+    return replace(record, skipped=reason, output_head=None, output_tail=None)
 
 
 def finish_run(settings: RunSettings, record: RunRecord, warn: Warn) -> RunRecord:
@@ -182,7 +256,8 @@ def _store_and_report(settings: RunSettings, record: RunRecord, warn: Warn) -> R
     if to_send and not report.token:
         warn(
             f"warning: no Idlemon token (JOBWRAP_IDLEMON_TOKEN or the config file): "
-            f"the run of {settings.monitor!r} is recorded locally only"
+            f"the run of {settings.monitor!r} is recorded locally only "
+            "(JOBWRAP_REPORT=never silences this)"
         )
         to_send = False
     if to_send:

@@ -37,27 +37,84 @@ def status(resolved: Resolved, as_json: bool) -> tuple[str, int]:
         history = None
         problem = (problem + "; " if problem else "") + str(exc)
     try:
-        intervals = _interval_overrides(resolved)
+        intervals = _per_monitor(resolved, "interval")
         rows = build_rows(project, history, intervals)
     finally:
         if history is not None:
             history.close()
+    pm_monitors, pm_problem = promonitor_monitors(resolved)
+    rows = link_dependencies(rows, pm_monitors, _per_monitor(resolved, "promonitor"))
+    problems = [p for p in (problem, pm_problem) if p]
+    code = ExitStatus.OK if not problems else ExitStatus.FAILURE
     if as_json:
-        data = {"project": project.name if project else None, "problem": problem,
-                "monitors": [r.to_json() for r in rows]}
-        return json.dumps(data, indent=2) + "\n", ExitStatus.OK if not problem else 1
+        data = {"project": project.name if project else None, "problems": problems,
+                "monitors": [r.to_json() for r in rows],
+                "promonitor": [m.to_json() for m in pm_monitors or ()]}
+        return json.dumps(data, indent=2) + "\n", code
     head = f"project {project.name}\n" if project else ""
-    note = f"jobwrap: {problem}\n" if problem else ""
-    return head + render_table(rows) + note, ExitStatus.OK if not problem else 1
+    text = head + render_table(rows)
+    if pm_monitors:
+        text += "\nProMonitor\n" + render_promonitor(pm_monitors)
+    return text + "".join(f"jobwrap: {p}\n" for p in problems), code
 
 
-def _interval_overrides(resolved: Resolved) -> dict[str, int]:
-    overrides = {}
+def promonitor_monitors(resolved: Resolved):
+    """(monitors, None) or (None, why not); None, None when ProMonitor is not configured."""
+    token = resolved["promonitor_token"]
+    if not token:
+        return None, None
+    from jobwrap.crosscheck import CrossCheck, Unavailable
+    from jobwrap.pmcache import open_pmcache
+    from jobwrap.promonitor import ProMonitorClient
+
+    try:
+        cache = open_pmcache(resolved["state_dir"], token,
+                             requests_per_minute=resolved["promonitor_rpm"])
+    except JobwrapError as exc:
+        return None, str(exc)
+    check = CrossCheck(lambda: ProMonitorClient(resolved["promonitor_url"], token), cache)
+    answer = check.list_monitors()
+    if isinstance(answer, Unavailable):
+        return None, answer.message
+    return answer, None
+
+
+def link_dependencies(rows, pm_monitors, links: dict[str, str]):
+    from dataclasses import replace
+
+    by_id = {m.id: m for m in pm_monitors or ()}
+    linked = []
+    for row in rows:
+        pm_id = links.get(row.slug)
+        if pm_id:
+            m = by_id.get(pm_id)
+            text = f"{m.name}: {pm_state(m)}" if m else f"{pm_id[:8]}…: unknown"
+            row = replace(row, dependency=text)
+        linked.append(row)
+    return linked
+
+
+def pm_state(monitor) -> str:
+    return "paused" if monitor.is_paused else monitor.status
+
+
+def render_promonitor(monitors) -> str:
+    table = [["NAME", "KIND", "STATUS", "EVERY", "URL", "ID"]]
+    for m in monitors:
+        table.append([m.name, m.kind, pm_state(m), f"{m.interval_seconds}s", m.url, m.id])
+    widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
+    return "".join("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip()
+                   + "\n" for row in table)
+
+
+def _per_monitor(resolved: Resolved, name: str) -> dict:
+    """A setting's value for each monitor that has a config section, where it is set."""
+    values = {}
     for slug in configured_monitors():
-        value = resolve({"monitor": slug})["interval"]
+        value = resolve({"monitor": slug})[name]
         if value:
-            overrides[slug] = value
-    return overrides
+            values[slug] = value
+    return values
 
 
 def flush(resolved: Resolved, *, monitor: str | None, budget_s: float,
@@ -85,7 +142,7 @@ def flush(resolved: Resolved, *, monitor: str | None, budget_s: float,
 
 
 def doctor(resolved: Resolved) -> tuple[str, int]:
-    from jobwrap.doctor import Finding, check_idlemon, check_state_dir, worst
+    from jobwrap.doctor import Finding, check_idlemon, check_promonitor, check_state_dir, worst
 
     findings: list[Finding] = [Finding(False, w) for w in resolved.warnings]
     try:
@@ -96,6 +153,7 @@ def doctor(resolved: Resolved) -> tuple[str, int]:
     findings += list(check_state_dir(resolved))
     monitors = sorted(set(monitors) | _history_monitors(resolved))
     findings += list(check_idlemon(resolved, monitors))
+    findings += list(check_promonitor(resolved, _per_monitor(resolved, "promonitor")))
     return "".join(f.line() + "\n" for f in findings), worst(findings)
 
 

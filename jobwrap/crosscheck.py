@@ -297,6 +297,36 @@ class CrossCheck:
 
     # Getting data: cache, single flight, budget, one request ----------------------------------
 
+    def list_monitors(self) -> tuple[PmMonitor, ...] | Unavailable:
+        """All the user's monitors for ``status``/``doctor``: one request, within the budget.
+
+        Each monitor is cached, so runs that follow need not ask again.
+        """
+        now = self.clock()
+        block = self.cache.blocked(now=now)
+        if block is not None:
+            left = max(1, math.ceil(block.until - now))
+            return Unavailable(Reason.RATE_LIMITED, f"ProMonitor rate-limited us for {left} s")
+        if not self.cache.try_acquire(now=now):
+            rpm = self.cache.requests_per_minute
+            return Unavailable(Reason.BUDGET, f"ProMonitor budget of {rpm} requests/min spent")
+        client = self._client_factory()
+        try:
+            monitors = client.list_monitors(timeout=self.request_timeout_s)
+        except RateLimitedError as exc:
+            self.cache.note_retry_after(exc.retry_after, now=self.clock())
+            return self._unavailable(exc)
+        except (ApiError, ConfigError) as exc:
+            return self._unavailable(exc)
+        finally:
+            limit = client.last_rate_limit
+            client.close()
+            if limit is not None and limit.remaining == 0:
+                self.cache.note_exhausted(now=self.clock())
+        for monitor in monitors:
+            self.cache.put_monitor(monitor.id, monitor, now=self.clock())
+        return monitors
+
     def _obtain(
         self, kind: str, monitor_id: str, deadline: float
     ) -> tuple[Cached, str] | Unavailable:

@@ -80,5 +80,33 @@ def check_idlemon(resolved: Resolved, monitors: list[str]) -> Iterator[Finding]:
                           f"{project.name!r} — create it or fix the slug")
 
 
+def check_promonitor(resolved: Resolved, links: dict[str, str]) -> Iterator[Finding]:
+    """The ProMonitor key (one request, within the budget) and every linked monitor id."""
+    from jobwrap.commands import promonitor_monitors
+    from jobwrap.promonitor import check_key_format
+
+    token = resolved["promonitor_token"]
+    if not token:
+        if links:
+            yield Finding(False, "monitors link ProMonitor ids but there is no ProMonitor key — "
+                          "set JOBWRAP_PROMONITOR_TOKEN or [promonitor] token_file")
+        return
+    shape = check_key_format(token)
+    yield Finding(shape is None, f"ProMonitor key from {resolved.sources['promonitor_token']}"
+                  + (f": {shape}" if shape else " looks right"))
+    monitors, problem = promonitor_monitors(resolved)
+    if monitors is None:
+        yield Finding(False, f"ProMonitor: {problem}")
+        return
+    yield Finding(True, f"ProMonitor accepted the key; {len(monitors)} monitor(s)")
+    known = {m.id for m in monitors}
+    for slug, pm_id in sorted(links.items()):
+        if pm_id in known:
+            yield Finding(True, f"monitor {slug!r} depends on ProMonitor monitor {pm_id}")
+        else:
+            yield Finding(False, f"monitor {slug!r}: no ProMonitor monitor {pm_id!r} (or not "
+                          "yours) — fix `promonitor` in its config section")
+
+
 def worst(findings: list[Finding]) -> int:
     return 0 if all(f.ok for f in findings) else 1

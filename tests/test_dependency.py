@@ -150,3 +150,30 @@ def test_require_up_needs_a_monitor_id():
     result = jobwrap("run", "--require-up", "--", "true")
     assert result.returncode == 2
     assert b"--require-up needs --promonitor" in result.stderr
+
+
+def test_status_lists_promonitor_monitors_and_linked_dependencies(promonitor, tmp_path):
+    config = tmp_path / "config" / "jobwrap" / "config.toml"
+    config.parent.mkdir(parents=True)
+    config.write_text(f'[monitors.backup]\npromonitor = "{MONITOR_DB}"\n')
+    jobwrap("run", "-m", "backup", "--report", "never", "--", "true")
+    result = jobwrap("status")
+    text = result.stdout.decode()
+    assert "ProMonitor" in text
+    assert "Database" in text and "down" in text and MONITOR_API in text
+    backup = next(line for line in text.splitlines() if line.startswith("backup"))
+    assert backup.rstrip().endswith("Database: down")
+    data = json.loads(jobwrap("status", "--json").stdout)
+    assert {m["id"] for m in data["promonitor"]} == {MONITOR_API, MONITOR_DB}
+
+
+def test_doctor_checks_the_promonitor_key_and_linked_ids(promonitor, tmp_path):
+    config = tmp_path / "config" / "jobwrap" / "config.toml"
+    config.parent.mkdir(parents=True)
+    config.write_text(f'[monitors.a]\npromonitor = "{MONITOR_API}"\n'
+                      '[monitors.b]\npromonitor = "0000-not-mine"\n')
+    out = jobwrap("doctor").stdout.decode()
+    assert f"ok    monitor 'a' depends on ProMonitor monitor {MONITOR_API}" in out
+    assert "FAIL  monitor 'b': no ProMonitor monitor '0000-not-mine' (or not yours)" in out
+    out = jobwrap("doctor", env={"JOBWRAP_PROMONITOR_TOKEN": "pm_wrong"}).stdout.decode()
+    assert "FAIL  ProMonitor: ProMonitor rejected the API key (HTTP 401)" in out

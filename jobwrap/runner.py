@@ -88,7 +88,7 @@ class _Run:
         self.pending_signals: list[int] = []
 
     def execute(self) -> RunResult:
-        _ensure_standard_fds()
+        ensure_standard_fds()
         self.started_at = datetime.now(UTC)
         self.t0 = time.monotonic()
         in_main = threading.current_thread() is threading.main_thread()
@@ -352,7 +352,7 @@ def _enlarge_pipe(fd: int) -> None:
         pass  # not Linux, or over the user's pipe quota: the default size still works
 
 
-def _ensure_standard_fds() -> None:
+def ensure_standard_fds() -> None:
     """If jobwrap was started with fd 0, 1 or 2 closed, put /dev/null there.
 
     Otherwise ``os.pipe()`` could hand out fd 1 and the child would lose its stdout.

@@ -1,0 +1,190 @@
+"""The job table of ``jobwrap cron``: a crontab's job lines with their ``# jobwrap:`` options.
+
+The crontab syntax itself is :mod:`jobwrap.crontab`'s.  Per-line options: a comment
+``# jobwrap: overlap=allow`` applies to the next job line below it (only comments and blank
+lines may come between; cron ignores it, so the file still works in the system crontab).
+``overlap`` is what happens when a job's time comes while its previous run still runs:
+
+* ``skip`` (default): do not start it; log ``event=skip``;
+* ``allow``: start another one alongside;
+* ``replace``: SIGTERM the running one's whole tree (its ``jobwrap run`` records the run as
+  killed by SIGTERM), SIGKILL what is left of it after the kill delay (5 s), and start the new
+  run as soon as its ``jobwrap run`` has exited.
+
+A bad directive is a bad line, and the job line below it is skipped too: better not run than
+run with options you did not ask for.
+
+:func:`check` is ``jobwrap cron --check``: each job's next fire time, then the bad lines.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+from jobwrap.crontab import CronEntry, LineError, parse_crontab
+from jobwrap.errors import ConfigError, UsageError
+from jobwrap.schedule import Schedule
+
+OVERLAP_POLICIES = ("skip", "allow", "replace")
+
+_DIRECTIVE = re.compile(r"#\s*jobwrap:(.*)", re.DOTALL)
+
+JobKey = tuple[object, ...]
+
+
+@dataclass(frozen=True)
+class CronJob:
+    """One job line with its options.  ``key`` identifies it across reloads (not its line)."""
+
+    entry: CronEntry
+    key: JobKey
+    overlap: str = "skip"
+
+    @property
+    def line_no(self) -> int:
+        return self.entry.line_no
+
+    @property
+    def schedule(self) -> Schedule:
+        return self.entry.schedule
+
+
+@dataclass(frozen=True)
+class JobTable:
+    """What a crontab file says: the jobs to run and the bad lines (sorted by line)."""
+
+    source: str
+    jobs: tuple[CronJob, ...]
+    errors: tuple[LineError, ...]
+
+
+def load_jobs(path: str | Path, *, allow_seconds: bool = False) -> JobTable:
+    """Read and parse a crontab; ConfigError only when the file cannot be read as text."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"cannot read crontab {path}: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"crontab {path} is not UTF-8 text") from None
+    return parse_jobs(text, str(path), allow_seconds=allow_seconds)
+
+
+def parse_jobs(text: str, source: str = "<crontab>", *, allow_seconds: bool = False) -> JobTable:
+    """Parse crontab text and its ``# jobwrap:`` directives; never raises for a bad line."""
+    crontab = parse_crontab(text, source, allow_seconds=allow_seconds)
+    found = _scan_directives(
+        text, source, {e.line_no for e in crontab.entries}, {e.line_no for e in crontab.errors}
+    )
+    jobs: list[CronJob] = []
+    seen: dict[tuple[object, ...], int] = {}
+    for entry in crontab.entries:
+        if entry.line_no in found.skipped:
+            continue
+        env = tuple(sorted(entry.env.items()))
+        identity = (str(entry.schedule), entry.command, entry.stdin, env)
+        seen[identity] = seen.get(identity, -1) + 1  # identical lines stay distinct jobs
+        overlap = found.options.get(entry.line_no, {}).get("overlap", "skip")
+        jobs.append(CronJob(entry, (*identity, seen[identity]), overlap))
+    errors = sorted([*crontab.errors, *found.errors], key=lambda e: e.line_no)
+    return JobTable(source, tuple(jobs), tuple(errors))
+
+
+@dataclass(frozen=True)
+class _Directives:
+    options: dict[int, dict[str, str]]  # job line → its options
+    skipped: frozenset[int]  # job lines under a bad directive
+    errors: tuple[LineError, ...]
+
+
+def _scan_directives(
+    text: str, source: str, entry_lines: set[int], error_lines: set[int]
+) -> _Directives:
+    options: dict[int, dict[str, str]] = {}
+    skipped: set[int] = set()
+    errors: list[LineError] = []
+    pending: dict[str, str] = {}
+    first: int | None = None  # the first directive line of the pending block
+    bad: int | None = None  # a bad directive line in it
+    for line_no, raw in enumerate(text.split("\n"), start=1):
+        line = raw.strip()
+        directive = _DIRECTIVE.fullmatch(line)
+        if directive:
+            first = first or line_no
+            try:
+                pending.update(_parse_options(directive.group(1)))
+            except UsageError as exc:
+                errors.append(LineError(source, line_no, str(exc)))
+                bad = line_no
+            continue
+        if first is None or not line or line.startswith("#"):
+            continue
+        if line_no in entry_lines and bad is not None:
+            skipped.add(line_no)
+            errors.append(LineError(source, line_no, f"skipped: bad directive on line {bad}"))
+        elif line_no in entry_lines:
+            options[line_no] = pending
+        elif line_no not in error_lines:
+            errors.append(LineError(source, first, "a '# jobwrap:' line must precede a job line"))
+        pending, first, bad = {}, None, None
+    if first is not None:
+        errors.append(LineError(source, first, "a '# jobwrap:' line must precede a job line"))
+    return _Directives(options, frozenset(skipped), tuple(errors))
+
+
+def _parse_options(text: str) -> dict[str, str]:
+    options = {}
+    for word in text.split():
+        name, _, value = word.partition("=")
+        if name != "overlap":
+            raise UsageError(f"unknown jobwrap directive {word!r} (known: overlap=POLICY)")
+        if value not in OVERLAP_POLICIES:
+            raise UsageError(f"overlap={value!r}: choose {', '.join(OVERLAP_POLICIES)}")
+        options[name] = value
+    if not options:
+        raise UsageError("empty jobwrap directive (e.g. '# jobwrap: overlap=allow')")
+    return options
+
+
+# ---- jobwrap cron --check ----------------------------------------------------------------
+
+
+def check(path: str | Path, now: datetime, *, allow_seconds: bool = False) -> tuple[str, bool]:
+    """``jobwrap cron --check``: the report text, and whether the file is fit to run.
+
+    The text lists each job's line, schedule, next fire time after ``now`` (aware) in the
+    schedule's zone, overlap policy and command, then the bad lines with their numbers.
+    ``ok`` is False when a line is bad or there is no job at all.  ConfigError when the file
+    cannot be read.
+    """
+    table = load_jobs(path, allow_seconds=allow_seconds)
+    count = f"{len(table.jobs)} job{'s' * (len(table.jobs) != 1)}"
+    bad = f"{len(table.errors)} bad line{'s' * (len(table.errors) != 1)}"
+    rows = [["LINE", "SCHEDULE", "NEXT RUN", "OVERLAP", "COMMAND"]]
+    for job in table.jobs:
+        rows.append([
+            str(job.line_no), str(job.schedule), _next_run_text(job.schedule, now), job.overlap,
+            job.entry.command,
+        ])
+    lines = [f"{table.source}: {count}, {bad}"]
+    if table.jobs:
+        lines += _aligned(rows)
+    if table.errors:
+        lines += ["bad lines (skipped):", *(f"  {error}" for error in table.errors)]
+    return "\n".join(lines) + "\n", bool(table.jobs) and not table.errors
+
+
+def _next_run_text(schedule: Schedule, now: datetime) -> str:
+    if schedule.is_reboot:
+        return "at start"
+    return schedule.next_after(now).isoformat(sep=" ")
+
+
+def _aligned(rows: list[list[str]]) -> list[str]:
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
+    return [
+        "  ".join([*(cell.ljust(w) for cell, w in zip(row, widths, strict=False)), row[-1]])
+        for row in rows
+    ]

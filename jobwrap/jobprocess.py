@@ -1,0 +1,175 @@
+"""How ``jobwrap cron`` runs one job line: its argv, environment and stdin, in a session of its own.
+
+Every job line runs through ``jobwrap run`` (the supervisor's own jobwrap, whatever ``PATH``
+says), so metas, history and reporting apply exactly as on a crontab line prefixed with
+``jobwrap run``:
+
+* ``jobwrap run OPTIONS -- CMD ...`` (first word ``jobwrap`` or a path ending in
+  ``/jobwrap``), written as plain words: run as ``jobwrap run OPTIONS -- CMD ...``;
+* any other command: ``jobwrap run -- /bin/sh -c 'COMMAND'``;
+* a ``jobwrap run`` line that uses shell syntax (redirections, pipes, ``$VAR``, globs,
+  ``;``...): ``/bin/sh -c 'COMMAND'`` as written, so the shell does what cron's would and the
+  ``jobwrap`` on ``PATH`` records it (wrapping it again would record every run twice).
+
+Each job gets the supervisor's environment without ``NOTIFY_SOCKET``/``WATCHDOG_*``, with the
+crontab's assignments above its line laid over it; its stdin is the line's ``%`` text, or
+/dev/null.  Its stdout and stderr are the supervisor's, unchanged.
+
+Each job leads a session of its own (``setsid``): its tree is the processes of that session
+among the supervisor's descendants (the supervisor is a subreaper), and Ctrl-C in a terminal
+reaches the supervisor only.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import signal
+import tempfile
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+from jobwrap import proctree, sdnotify
+from jobwrap.cronjobs import CronJob
+from jobwrap.errors import ExitStatus
+
+_SHELL_CHARS = frozenset("|&;<>()$`*?[]{}~#")
+_SMALL_STDIN = 4096  # a pipe always holds this much: the write cannot block
+
+
+def job_argv(command: str, jobwrap_argv: Sequence[str]) -> list[str]:
+    """The argv that runs a crontab command under ``jobwrap run`` (see the module doc)."""
+    shell = _uses_shell_syntax(command)
+    words = command.split() if shell else shlex.split(command)
+    is_jobwrap_run = len(words) >= 2 and Path(words[0]).name == "jobwrap" and words[1] == "run"
+    if is_jobwrap_run and not shell:
+        return [*jobwrap_argv, "run", *words[2:]]
+    if is_jobwrap_run:
+        return ["/bin/sh", "-c", command]
+    return [*jobwrap_argv, "run", "--", "/bin/sh", "-c", command]
+
+
+def _uses_shell_syntax(text: str) -> bool:
+    """True unless ``text`` is plain words that shlex splits exactly as sh would.
+
+    Conservative: a false True only means the line runs through sh as written.
+    """
+    quote, escaped = None, False
+    for char in text:
+        if escaped:
+            escaped = False
+        elif quote == "'":
+            quote = None if char == "'" else quote
+        elif quote == '"':
+            if char in "$`\\":
+                return True  # expansions, and sh's own escape rules inside double quotes
+            quote = None if char == '"' else quote
+        elif char == "\\":
+            escaped = True
+        elif char in "'\"":
+            quote = char
+        elif char in _SHELL_CHARS:
+            return True
+    return quote is not None or escaped  # unbalanced: let the shell report it
+
+
+def job_environment(entry_env: Mapping[str, str], base: Mapping[str, str]) -> dict[str, str]:
+    """The supervisor's environment minus the notify variables, with the crontab's on top."""
+    env = {k: v for k, v in base.items() if k not in sdnotify.NOTIFY_VARIABLES}
+    env.update(entry_env)
+    return env
+
+
+class JobProcess:
+    """One running instance of a job, leader of its own session (its whole tree is findable)."""
+
+    def __init__(self, job: CronJob, pid: int, started: float) -> None:
+        self.job = job
+        self.pid = pid
+        self.started = started  # monotonic
+        self.kill_at: float | None = None  # when SIGTERM was sent: when to escalate
+
+    @classmethod
+    def spawn(
+        cls, job: CronJob, argv: Sequence[str], env: Mapping[str, str], started: float
+    ) -> JobProcess:
+        """Start ``argv`` in a new session; OSError when it cannot be started."""
+        stdin = _stdin_fd(job.entry.stdin)
+        try:
+            pid = os.posix_spawnp(
+                argv[0],
+                list(argv),
+                dict(env),
+                file_actions=[(os.POSIX_SPAWN_DUP2, stdin, 0)],
+                setsid=True,
+                # Python ignores these two; jobs must get the defaults, as from cron.
+                setsigdef=(signal.SIGPIPE, signal.SIGXFSZ),
+            )
+        finally:
+            os.close(stdin)
+        return cls(job, pid, started)
+
+    def terminate(self, kill_at: float) -> None:
+        """SIGTERM the job's whole session and remember when to escalate.
+
+        Its ``jobwrap run`` records the run as killed by SIGTERM; its command's descendants
+        get the signal too, as with ``jobwrap run --timeout``, so none is left running with
+        the output pipe open (which would hold ``jobwrap run`` in its drain grace).
+        """
+        if self.kill_at is None:
+            self.kill_at = kill_at
+            _killpg(self.pid, signal.SIGTERM)
+            signal_session(self.pid, signal.SIGTERM)
+
+    def kill(self) -> None:
+        """SIGKILL every process of the job's session (jobwrap, command, descendants)."""
+        self.kill_at = None
+        _killpg(self.pid, signal.SIGKILL)
+        signal_session(self.pid, signal.SIGKILL)
+
+
+def signal_session(sid: int, sig: int) -> None:
+    """Signal every descendant of ours in session ``sid``.
+
+    As a subreaper we are an ancestor of every process a job left behind, so looking among
+    our descendants finds them all (except those that called setsid themselves), and never
+    an unrelated process that reused a pid.
+    """
+    for proc in proctree.descendants():
+        try:
+            if os.getsid(proc.pid) == sid:
+                os.kill(proc.pid, sig)
+        except OSError:
+            pass  # gone meanwhile
+
+
+def exit_fields(status: int) -> dict[str, object]:
+    """``exit_status`` (128+N for signal N, as jobwrap run) and ``signal`` from a wait status."""
+    code = os.waitstatus_to_exitcode(status)
+    if code >= 0:
+        return {"exit_status": code}
+    return {"exit_status": ExitStatus.SIGNAL_BASE - code, "signal": proctree.signal_name(-code)}
+
+
+def _killpg(pgid: int, sig: int) -> None:
+    try:
+        os.killpg(pgid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def _stdin_fd(text: str | None) -> int:
+    """A descriptor to give the job as stdin: the ``%`` text, or /dev/null (as cron)."""
+    if text is None:
+        return os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
+    data = text.encode("utf-8", "surrogateescape")
+    if len(data) <= _SMALL_STDIN:
+        read_end, write_end = os.pipe()
+        os.write(write_end, data)
+        os.close(write_end)
+        return read_end
+    with tempfile.TemporaryFile() as spool:  # too big for a pipe we cannot keep feeding
+        spool.write(data)
+        spool.flush()
+        os.lseek(spool.fileno(), 0, os.SEEK_SET)
+        return os.dup(spool.fileno())

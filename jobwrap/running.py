@@ -1,0 +1,182 @@
+"""The running instances of ``jobwrap cron``'s jobs: start, overlap, reap, escalate, stop.
+
+A due job starts unless an earlier run of it still runs; then its ``overlap`` policy decides
+(see :mod:`jobwrap.cronjobs`).  Every child that exits is collected here: our jobs (logged as
+``exit``) and the orphans re-parented to the supervisor, so no zombie piles up.  A terminated
+job gets SIGKILL after the kill delay, and so does what is left of its session once its
+``jobwrap run`` has exited ("doomed" sessions).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from datetime import datetime, timedelta
+
+from jobwrap import proctree
+from jobwrap.cronjobs import CronJob, JobKey
+from jobwrap.eventlog import EventLog, iso_utc
+from jobwrap.jobprocess import JobProcess, exit_fields, job_argv, job_environment, signal_session
+from jobwrap.scheduler import Due
+
+
+class RunningJobs:
+    """The jobs running now, by pid; each start and exit is logged.  ``len()``: how many."""
+
+    def __init__(
+        self,
+        log: EventLog,
+        *,
+        kill_after_s: float,
+        jobwrap_argv: Sequence[str],
+        env: Mapping[str, str],
+        clock: Callable[[], datetime],
+        monotonic: Callable[[], float],
+    ) -> None:
+        self.log = log
+        self.kill_after_s = kill_after_s
+        self.jobwrap_argv = tuple(jobwrap_argv)
+        self.env = env
+        self.clock = clock
+        self.monotonic = monotonic
+        self.running: dict[int, JobProcess] = {}  # pid → instance
+        self.replacing: dict[JobKey, Due] = {}  # starts awaiting an exit
+        # Sessions whose leader exited after SIGTERM: what is left of them is killed at this time.
+        self.doomed: dict[int, float] = {}
+
+    def __len__(self) -> int:
+        return len(self.running)
+
+    def deadlines(self) -> list[float]:
+        """Monotonic times at which :meth:`escalate` has a kill to do."""
+        pending = [p.kill_at for p in self.running.values() if p.kill_at is not None]
+        return pending + list(self.doomed.values())
+
+    # -- starting
+
+    def fire(self, job: CronJob, due: Due) -> None:
+        """The job's time has come: start it, or apply its overlap policy."""
+        running = [p for p in self.running.values() if p.job.key == job.key]
+        if not running or job.overlap == "allow":
+            self.launch(job, due)
+        elif job.overlap == "skip":
+            self.log.emit(
+                "skip", line=job.line_no, reason="previous run still running",
+                running_pid=running[0].pid, scheduled=iso_utc(due.fire_time),
+            )
+        else:  # replace: start once the running instances have exited
+            for proc in running:
+                if proc.kill_at is None:
+                    self.log.emit("replace", line=job.line_no, pid=proc.pid)
+                proc.terminate(self.monotonic() + self.kill_after_s)
+            self.replacing[job.key] = due
+
+    def start_replacements(self, jobs: Iterable[CronJob]) -> None:
+        """Start the replacing runs whose predecessors have all exited."""
+        running = {p.job.key for p in self.running.values()}
+        by_key = {job.key: job for job in jobs}
+        for key, due in list(self.replacing.items()):
+            if key not in running:
+                del self.replacing[key]
+                self.launch(by_key[key], due)
+
+    def keep_replacements(self, keys: set[JobKey]) -> None:
+        """Drop pending replacements of jobs not in ``keys`` (removed by a reload)."""
+        for key in [k for k in self.replacing if k not in keys]:
+            del self.replacing[key]
+
+    def launch(self, job: CronJob, due: Due | None) -> None:
+        """Start a run of ``job`` (``due`` None for @reboot); a failure is logged."""
+        argv = job_argv(job.entry.command, self.jobwrap_argv)
+        env = job_environment(job.entry.env, self.env)
+        try:
+            proc = JobProcess.spawn(job, argv, env, self.monotonic())
+        except OSError as exc:
+            self.log.emit("error", line=job.line_no, message=f"cannot start: {exc}")
+            return
+        self.running[proc.pid] = proc
+        self.log.emit(
+            "start", line=job.line_no, pid=proc.pid, command=job.entry.command,
+            schedule=str(job.schedule), **self._timing(due),
+        )
+
+    def _timing(self, due: Due | None) -> dict[str, object]:
+        """When the start was due and how late it is (None for @reboot)."""
+        if due is None:
+            return {}
+        late_ms = (self.clock() - due.fire_time) // timedelta(milliseconds=1)
+        catch_up = True if due.catch_up else None
+        return {"scheduled": iso_utc(due.fire_time), "late_ms": late_ms, "catch_up": catch_up}
+
+    # -- exits and kills
+
+    def reap(self) -> None:
+        """Collect every exited child: our jobs (logged) and re-parented orphans."""
+        while True:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            proc = self.running.pop(pid, None)
+            if proc is not None:
+                self._log_exit(proc, status)
+                if proc.kill_at is not None:
+                    self.doomed[proc.pid] = proc.kill_at
+
+    def _log_exit(self, proc: JobProcess, status: int) -> None:
+        duration_ms = int((self.monotonic() - proc.started) * 1000)
+        self.log.emit(
+            "exit", line=proc.job.line_no, pid=proc.pid, **exit_fields(status),
+            duration_ms=duration_ms,
+        )
+
+    def escalate(self) -> None:
+        """SIGKILL what is left of terminated jobs once their kill delay is over."""
+        now = self.monotonic()
+        for proc in self.running.values():
+            if proc.kill_at is not None and proc.kill_at <= now:
+                proc.kill()
+        for sid, kill_at in list(self.doomed.items()):
+            if kill_at <= now:
+                del self.doomed[sid]
+                if sid not in self.running:  # else the pid is reused by a new job
+                    signal_session(sid, signal.SIGKILL)
+
+    # -- stopping
+
+    def terminate_all(self) -> None:
+        """SIGTERM every running job's tree; :meth:`escalate` kills it after the delay."""
+        kill_at = self.monotonic() + self.kill_after_s
+        for proc in self.running.values():
+            proc.terminate(kill_at)
+
+    def kill_all(self) -> None:
+        """SIGKILL every running job's tree, wait for each and log its exit."""
+        for proc in list(self.running.values()):
+            proc.kill()
+            _, status = os.waitpid(proc.pid, 0)
+            del self.running[proc.pid]
+            self._log_exit(proc, status)
+
+    def stop_leftovers(self) -> None:
+        """TERM, then KILL, what jobs left running below us (daemons, setsid escapes)."""
+        import psutil  # type: ignore[import-untyped]  # no stubs installed
+
+        procs = proctree.descendants()
+        for proc in procs:
+            try:
+                proc.terminate()
+            except psutil.Error:
+                pass
+        if procs:
+            _, alive = psutil.wait_procs(procs, timeout=self.kill_after_s)
+            for proc in alive:
+                try:
+                    proc.kill()
+                except psutil.Error:
+                    pass
+            psutil.wait_procs(alive, timeout=1.0)
+        proctree.reap_orphans()

@@ -21,6 +21,7 @@ Exit status of `jobwrap run`:
   124    the command hit --timeout
   127    the command was not found
   126    the command could not be executed
+  75     the run was skipped (--lock held, --require-up found the dependency down)
   2      jobwrap's own usage or configuration error (the command did not start)"""
 
 RUN_HELP = f"""Run COMMAND, pass its output through unchanged, and record the run.
@@ -87,7 +88,12 @@ def cli() -> None:
     default=None,
     help="Keep the output's head and tail in the history (default) or not (secret output).",
 )
-@click.option("--schedule", metavar="CRON", help="The job's cron schedule, stored with the run.")
+@click.option("--schedule", metavar="CRON",
+              help="The job's cron schedule: validated, stored with the run, checked by doctor.")
+@click.option("--lock", is_flag=False, flag_value="", default=None, metavar="[=NAME]",
+              help="Skip this run while a previous run of the job (or NAME) still runs.")
+@click.option("--lock-wait", type=Duration(),
+              help="With --lock: wait this long for the previous run before skipping.")
 @click.option(
     "--report",
     type=click.Choice(["success", "always", "never"]),
@@ -221,6 +227,48 @@ def doctor() -> int:
     text, code = commands.doctor(_resolve({}))
     click.echo(text, nl=False)
     return code
+
+
+@cli.command("next")
+@click.argument("expression", metavar="'CRON'")
+@click.option("-n", "count", type=click.IntRange(1, 1000), default=5, show_default=True,
+              help="How many fire times.")
+@click.option("--tz", metavar="ZONE", help="Time zone (default: local; or CRON_TZ=… prefix).")
+def next_cmd(expression, count, tz) -> int:
+    """Print the next fire times of a cron expression (handy when writing crontabs).
+
+    \b
+    Examples:
+      jobwrap next '*/15 9-17 * * 1-5'
+      jobwrap next 'CRON_TZ=Europe/Paris 0 3 * * *' -n 3
+    """
+    from jobwrap.schedule import parse_schedule
+
+    schedule = parse_schedule(expression, tz)
+    for moment in schedule.next_times(count):
+        click.echo(moment.isoformat(sep=" "))
+    return ExitStatus.OK
+
+
+@cli.command("cron")
+@click.argument("crontab", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--check", "check_only", is_flag=True,
+              help="Validate the file and print each job's next run; exit 0 or 1.")
+@click.option("--log-format", type=click.Choice(["text", "json"]), default="text",
+              show_default=True, help="One line per event: logfmt text or JSON.")
+@click.option("--grace", type=Duration(), help="On SIGTERM, wait this long for running jobs (30s).")
+def cron(crontab, check_only, log_format, grace) -> int:
+    """Run a crontab in the foreground (containers, systemd), every line through `jobwrap run`.
+
+    \b
+    Examples:
+      jobwrap cron /etc/jobwrap/crontab
+      jobwrap cron --check /etc/jobwrap/crontab
+    """
+    from jobwrap.supervisor import DEFAULT_GRACE_S, run_cron
+
+    return run_cron(crontab, check_only=check_only, log_format=log_format,
+                    grace_s=DEFAULT_GRACE_S if grace is None else grace)
 
 
 class _history:

@@ -151,18 +151,22 @@ def doctor(resolved: Resolved) -> tuple[str, int]:
         findings.append(Finding(False, str(exc)))
         monitors = []
     findings += list(check_state_dir(resolved))
-    monitors = sorted(set(monitors) | _history_monitors(resolved))
-    findings += list(check_idlemon(resolved, monitors))
+    monitors = sorted(set(monitors) | set(_latest_runs(resolved)))
+    schedules = {slug: run.schedule for slug, run in _latest_runs(resolved).items()
+                 if run.schedule}
+    schedules.update(_per_monitor(resolved, "schedule"))
+    findings += list(check_idlemon(resolved, monitors, schedules,
+                                   _per_monitor(resolved, "interval")))
     findings += list(check_promonitor(resolved, _per_monitor(resolved, "promonitor")))
     return "".join(f.line() + "\n" for f in findings), worst(findings)
 
 
-def _history_monitors(resolved: Resolved) -> set[str]:
+def _latest_runs(resolved: Resolved) -> dict:
     try:
         history = open_history(resolved["state_dir"])
     except JobwrapError:
-        return set()
+        return {}
     try:
-        return set(history.latest_by_monitor())
+        return history.latest_by_monitor()
     finally:
         history.close()

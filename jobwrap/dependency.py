@@ -14,8 +14,6 @@ from datetime import datetime
 
 from jobwrap.errors import JobwrapError
 
-REQUIRE_UP_CHOICES = ("off", "on", "strict")
-
 
 @dataclass(frozen=True)
 class DependencySettings:

@@ -46,8 +46,11 @@ def check_state_dir(resolved: Resolved) -> Iterator[Finding]:
                           "`jobwrap history`, fix the cause, then `jobwrap flush`")
 
 
-def check_idlemon(resolved: Resolved, monitors: list[str]) -> Iterator[Finding]:
-    """Token present and accepted, project found, every known monitor slug in it."""
+def check_idlemon(resolved: Resolved, monitors: list[str],
+                  schedules: dict[str, str] | None = None,
+                  intervals: dict[str, int] | None = None) -> Iterator[Finding]:
+    """Token present and accepted, project found, every known monitor slug in it, and each
+    monitor's schedule compatible with the interval Idlemon expects."""
     from jobwrap.idlemon import IdlemonClient, check_token_format
 
     token = resolved["idlemon_token"]
@@ -71,13 +74,45 @@ def check_idlemon(resolved: Resolved, monitors: list[str]) -> Iterator[Finding]:
         return
     yield Finding(True, f"Idlemon accepted the token; project {project.name!r} has "
                   f"{len(project.monitors)} monitor(s)")
-    known = {m.slug for m in project.monitors}
+    known = {m.slug: m for m in project.monitors}
     for slug in monitors:
         if slug in known:
             yield Finding(True, f"monitor {slug!r} exists in the project")
         else:
             yield Finding(False, f"no Idlemon monitor with slug {slug!r} in project "
                           f"{project.name!r} — create it or fix the slug")
+    for slug, expr in sorted((schedules or {}).items()):
+        if slug in known:
+            interval = (intervals or {}).get(slug, known[slug].interval)
+            yield check_schedule(slug, expr, interval)
+
+
+def check_schedule(slug: str, expr: str, interval_min: float) -> Finding:
+    """A schedule whose longest gap exceeds the expected interval raises false idle alerts."""
+    from jobwrap.schedule import parse_schedule
+
+    try:
+        schedule = parse_schedule(expr)
+        if schedule.is_reboot:
+            return Finding(True, f"monitor {slug!r} runs @reboot: no interval to compare")
+        gap_min = schedule.longest_gap().total_seconds() / 60
+    except JobwrapError as exc:
+        return Finding(False, f"monitor {slug!r}: {exc}")
+    if gap_min > interval_min:
+        return Finding(False, f"monitor {slug!r}: schedule '{expr}' leaves gaps of up to "
+                       f"{_minutes(gap_min)} but Idlemon expects activity every "
+                       f"{_minutes(interval_min)}: it will raise false idle alerts — raise the "
+                       "monitor's interval or run the job more often")
+    return Finding(True, f"monitor {slug!r}: schedule '{expr}' (longest gap "
+                   f"{_minutes(gap_min)}) fits the interval of {_minutes(interval_min)}")
+
+
+def _minutes(value: float) -> str:
+    if value >= 1440 and value % 1440 == 0:
+        return f"{value / 1440:g} d"
+    if value >= 60 and value % 60 == 0:
+        return f"{value / 60:g} h"
+    return f"{value:g} min"
 
 
 def check_promonitor(resolved: Resolved, links: dict[str, str]) -> Iterator[Finding]:

@@ -15,14 +15,17 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from jobwrap.analysis import PatternSpec, check_unique, parse_pattern_spec
 from jobwrap.config import Resolved
-from jobwrap.dependency import REQUIRE_UP_CHOICES, DependencySettings
 from jobwrap.errors import ExitStatus, JobwrapError, UsageError
 from jobwrap.history import History, RunRecord, open_history
 from jobwrap.report import BACKLOG_PER_RUN, LEASE_MARGIN_S, ReportSettings, wants_report
 from jobwrap.runner import RunResult, RunSpec, new_run_id, run_command
+
+if TYPE_CHECKING:  # imported only when --promonitor is used
+    from jobwrap.dependency import DependencySettings
 
 Warn = Callable[[str], None]
 
@@ -46,8 +49,10 @@ class RunSettings:
     summary_json: Path | None = None
     schedule: str | None = None
     report: ReportSettings = ReportSettings(policy="never")
-    dependency: DependencySettings | None = None
+    dependency: DependencySettings | None = None  # only with --promonitor
     skipped_exit: int = ExitStatus.TEMPFAIL
+    lock: str | None = None  # the lock's name; None: runs may overlap
+    lock_wait_s: float | None = None
 
     @property
     def job(self) -> str:
@@ -82,6 +87,11 @@ def build_run_settings(
         from jobwrap.http import check_base_url
 
         check_base_url(resolved["idlemon_url"], "Idlemon")
+    schedule = resolved["schedule"]
+    if schedule:
+        from jobwrap.schedule import parse_schedule
+
+        schedule = str(parse_schedule(schedule))
     return RunSettings(
         argv=argv,
         state_dir=resolved["state_dir"],
@@ -91,7 +101,7 @@ def build_run_settings(
         kill_after_s=resolved["kill_after"],
         capture=resolved["capture"],
         summary_json=summary_json,
-        schedule=resolved["schedule"],
+        schedule=schedule,
         report=ReportSettings(
             policy=resolved["report"],
             base_url=resolved["idlemon_url"],
@@ -101,21 +111,30 @@ def build_run_settings(
         ),
         dependency=_dependency_settings(resolved),
         skipped_exit=resolved["skipped_exit"],
+        lock=_lock_name(resolved["lock"], resolved["monitor"], argv),
+        lock_wait_s=resolved["lock_wait"],
     )
+
+
+def _lock_name(value: str | None, monitor: str | None, argv: tuple[str, ...]) -> str | None:
+    """``--lock`` alone (or ``lock = true``) names the lock after the job; false: no lock."""
+    if value is None or value.lower() in ("false", "no", "off"):
+        return None
+    if value == "" or value.lower() in ("true", "yes", "on"):
+        return monitor or shlex.join(argv)
+    return value
 
 
 def _dependency_settings(resolved: Resolved) -> DependencySettings | None:
     require_up = resolved["require_up"] or "off"
-    if require_up not in REQUIRE_UP_CHOICES:
-        raise UsageError(f"bad --require-up {require_up!r}: use --require-up[=strict]")
-    if resolved["promonitor"]:
-        from jobwrap.http import check_base_url
-
-        check_base_url(resolved["promonitor_url"], "ProMonitor")
     if not resolved["promonitor"]:
         if require_up != "off":
             raise UsageError("--require-up needs --promonitor ID (or promonitor in the config)")
         return None
+    from jobwrap.dependency import DependencySettings
+    from jobwrap.http import check_base_url
+
+    check_base_url(resolved["promonitor_url"], "ProMonitor")
     return DependencySettings(
         monitor_id=resolved["promonitor"],
         token=resolved["promonitor_token"],
@@ -147,7 +166,10 @@ def make_record(settings: RunSettings, result: RunResult,
                 extra_metas: list[tuple[str, str]] | tuple = ()) -> RunRecord:
     """The run as stored and reported: built-in metas, the user's, then context metas."""
     host = os.uname().nodename
-    metas = builtin_metas(result, host) + list(result.analysis.metas) + list(extra_metas)
+    from jobwrap.environment import environment_metas
+
+    metas = builtin_metas(result, host) + environment_metas(os.environ)
+    metas += list(result.analysis.metas) + list(extra_metas)
     output = result.output
     return RunRecord(
         run_id=result.run_id,
@@ -176,6 +198,36 @@ def make_record(settings: RunSettings, result: RunResult,
 
 def run_job(settings: RunSettings, warn: Warn = warn_stderr) -> RunRecord:
     """Run the command, record the run, report it, write the summary; return the record."""
+    held = None
+    if settings.lock is not None:
+        held = _take_lock(settings, warn)
+        if isinstance(held, RunRecord):
+            return held  # skipped: a previous run still holds the lock
+    try:
+        return _run_locked(settings, held, warn)
+    finally:
+        if held is not None:
+            held.release()
+
+
+def _take_lock(settings: RunSettings, warn: Warn):
+    """The JobLock, or the record of the skipped run when it cannot be had."""
+    from jobwrap import lock as locks
+
+    assert settings.lock is not None
+    try:
+        held = locks.acquire(settings.state_dir, settings.lock, settings.lock_wait_s)
+    except JobwrapError as exc:
+        reason = f"skipped: cannot take lock {settings.lock!r}: {exc}"
+    else:
+        if held is not None:
+            return held
+        reason = locks.holder(settings.state_dir, settings.lock).skip_message()
+    warn(reason)
+    return finish_run(settings, skipped_record(settings, reason), warn)
+
+
+def _run_locked(settings: RunSettings, held, warn: Warn) -> RunRecord:
     dependency = _open_dependency(settings, warn)
     if dependency is not None and settings.dependency.require_up != "off":
         decision = dependency.gate()
@@ -195,6 +247,8 @@ def run_job(settings: RunSettings, warn: Warn = warn_stderr) -> RunRecord:
             timeout_s=settings.timeout_s,
             kill_after_s=settings.kill_after_s,
             capture=settings.capture,
+            # The child inherits the lock: it is held as long as the job's tree lives.
+            pass_fds=(held.fd,) if held is not None else (),
         )
     )
     if result.spawn_error:

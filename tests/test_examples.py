@@ -1,0 +1,142 @@
+"""Every example and unit file parses, and every jobwrap command in them is a valid invocation."""
+
+from __future__ import annotations
+
+import json
+import re
+import shlex
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+from jobwrap.analysis import parse_pattern_spec
+from jobwrap.cli import cli
+from jobwrap.crontab import read_crontab
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLES = ROOT / "examples"
+UNITS = ROOT / "systemd"
+INVOCATION = re.compile(r"(?:^|[\s\"'`=])((?:/usr/local/bin/)?jobwrap (?:run|cron|next)\b[^\n`]*)")
+
+
+def check_invocation(argv: list[str]) -> None:
+    """Parse argv with the real CLI (nothing runs) and validate what click cannot."""
+    assert Path(argv[0]).name == "jobwrap", argv
+    name = argv[1]
+    sub = cli.commands[name].make_context(name, argv[2:])
+    for spec in sub.params.get("metas", ()):
+        parse_pattern_spec(spec, "meta")
+    for spec in sub.params.get("counts", ()):
+        parse_pattern_spec(spec, "count")
+    if name == "run":
+        assert sub.params["command"], f"no command in {argv}"
+
+
+def invocations_in_text(text: str, only=lambda line: True) -> list[list[str]]:
+    found = []
+    for line in text.splitlines():
+        if line.lstrip().startswith("#") or not only(line):
+            continue
+        for match in INVOCATION.finditer(line):
+            command = match.group(1).replace("%i", "backup").replace("%n", "x")
+            found.append(shlex.split(command, comments=True))
+    return found
+
+
+def code_blocks(text: str) -> str:
+    return "\n".join(text.split("```")[1::2])
+
+
+def test_the_example_crontabs_parse_and_their_jobwrap_lines_are_valid():
+    for name in ("crontab", "jobwrap-cron.crontab"):
+        table = read_crontab(EXAMPLES / name)
+        assert table.errors == (), table.errors
+        assert table.entries
+        for entry in table.entries:
+            if entry.command.startswith("jobwrap "):
+                check_invocation(shlex.split(entry.command))
+
+
+@pytest.mark.parametrize("name", ["github-actions.yml", "gitlab-ci.yml",
+                                  "kubernetes-cronjob.yaml"])
+def test_yaml_examples_parse_and_their_commands_are_valid(name):
+    text = (EXAMPLES / name).read_text()
+    documents = list(yaml.safe_load_all(text))
+    assert documents and all(documents)
+    commands = invocations_in_text(text)
+    for doc in documents:
+        commands += list(_command_arrays(doc))
+    assert commands, f"{name} shows no jobwrap command"
+    for argv in commands:
+        check_invocation(argv)
+
+
+def _command_arrays(node):
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if key in ("command", "args") and isinstance(value, list) and value \
+                    and value[0] == "jobwrap":
+                yield [str(v) for v in value]
+            else:
+                yield from _command_arrays(value)
+    elif isinstance(node, list):
+        for item in node:
+            yield from _command_arrays(item)
+
+
+def test_kubernetes_cronjob_forbids_concurrency():
+    doc = yaml.safe_load((EXAMPLES / "kubernetes-cronjob.yaml").read_text())
+    assert doc["kind"] == "CronJob"
+    assert doc["spec"]["concurrencyPolicy"] == "Forbid"
+
+
+def test_dockerfile_runs_jobwrap_cron_as_its_entrypoint():
+    lines = (EXAMPLES / "Dockerfile").read_text().splitlines()
+    entry = next(line for line in lines if line.startswith("ENTRYPOINT"))
+    argv = json.loads(entry.split(None, 1)[1])
+    assert argv[:2] == ["jobwrap", "cron"]
+    check_invocation(argv)
+    for line in lines:
+        if line.startswith("RUN ") and "jobwrap cron --check" in line:
+            check_invocation(shlex.split(line[4:]))
+
+
+@pytest.mark.parametrize("path", sorted(UNITS.iterdir()) + [EXAMPLES / "systemd-timer.md"],
+                         ids=lambda p: p.name)
+def test_unit_files_run_valid_jobwrap_commands(path):
+    text = path.read_text()
+    if path.suffix == ".md":
+        commands = invocations_in_text(code_blocks(text))
+    else:
+        commands = invocations_in_text(text, only=lambda line: line.startswith("Exec"))
+    if path.suffix == ".timer":
+        assert "Unit=" in text or "OnCalendar=" in text
+        return
+    assert commands, f"{path.name} runs no jobwrap command"
+    for argv in commands:
+        check_invocation(argv)
+
+
+@pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="systemd is not installed")
+def test_systemd_analyze_verify_accepts_the_units(tmp_path):
+    # verify checks that ExecStart binaries exist: give it a root where they do.
+    root = tmp_path / "root"
+    for exe in ("usr/local/bin/jobwrap", "bin/kill", "usr/local/lib/jobwrap/backup"):
+        path = root / exe
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("#!/bin/sh\n")
+        path.chmod(0o755)
+    system = root / "etc" / "systemd" / "system"
+    shutil.copytree("/lib/systemd/system", root / "lib" / "systemd" / "system", symlinks=True)
+    system.mkdir(parents=True)
+    units = []
+    for unit in UNITS.iterdir():
+        target = system / unit.name.replace("@.", "@backup.")
+        shutil.copy(unit, target)
+        units.append(str(target))
+    result = subprocess.run(["systemd-analyze", "verify", f"--root={root}", *units],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr

@@ -92,6 +92,28 @@ def required_literals(rx: re.Pattern[str]) -> tuple[str, ...] | None:
     literal prefix.  Returns None when no safe prefilter exists (a branch without a literal,
     case-insensitive matching, or a parser layout this code does not know).
     """
+    branches = _top_level_branches(rx)
+    if branches is None:
+        return None
+    literals = []
+    for ops, literal_op in branches:
+        best = _longest_literal_run(ops, literal_op)
+        if not best or "\n" in best:
+            return None
+        literals.append(best)
+    return tuple(dict.fromkeys(literals))
+
+
+def is_literal_alternation(rx: re.Pattern[str]) -> bool:
+    """True for ``ERROR|Traceback|FATAL``: a line matches exactly when it holds a literal."""
+    branches = _top_level_branches(rx)
+    return branches is not None and all(
+        ops and all(op is literal_op for op, _ in ops) for ops, literal_op in branches
+    )
+
+
+def _top_level_branches(rx: re.Pattern[str]) -> list[tuple[list, object]] | None:
+    """The branches of a top-level alternation as (ops, LITERAL opcode), or None."""
     if rx.flags & re.IGNORECASE:
         return None
     try:
@@ -103,13 +125,7 @@ def required_literals(rx: re.Pattern[str]) -> tuple[str, ...] | None:
             tree = list(tree[0][1][-1])
         if len(tree) != 1 or tree[0][0] is not c.BRANCH:
             return None
-        literals = []
-        for branch in tree[0][1][1]:
-            best = _longest_literal_run(list(branch), c.LITERAL)
-            if not best or "\n" in best:
-                return None
-            literals.append(best)
-        return tuple(dict.fromkeys(literals))
+        return [(list(branch), c.LITERAL) for branch in tree[0][1][1]]
     except Exception:  # a private parser changed shape: matching stays exact without prefilter
         return None
 
@@ -126,82 +142,84 @@ def _longest_literal_run(items: list, literal_op: object) -> str:
     return best
 
 
-def _line_bounds(text: str, i: int) -> tuple[int, int]:
-    """Start and end (the newline's index) of the line holding index i; text ends in \\n."""
-    return text.rfind("\n", 0, i) + 1, text.find("\n", i)
+class _Scanner:
+    """One compiled form of a pattern (``str`` or ``bytes``) applied to blocks of lines.
 
+    A block holds complete lines, each ending in a newline.  Everything here works for both
+    forms; ``nl`` is the newline in the block's type.
+    """
 
-class LineMatcher:
-    """One compiled pattern applied line by line to blocks of complete lines."""
+    def __init__(self, rx: re.Pattern, literals: tuple | None, exact: bool, nl) -> None:
+        self.rx = rx
+        self.literals = literals
+        self.exact = exact  # finding a literal proves the line matches: no regex needed
+        self.nl = nl
 
-    def __init__(self, spec: PatternSpec) -> None:
-        self.spec = spec
-        self.rx = compile_pattern(spec.name, spec.pattern, spec.kind)
-        self.literals = required_literals(self.rx)
-
-    def _match_in_line(self, m: re.Match[str], text: str) -> re.Match[str] | None:
+    def _match_in_line(self, m: re.Match, text):
         """A block-wide match confined to its line, or the line re-checked on its own."""
-        ls, le = _line_bounds(text, m.start())
+        ls, le = text.rfind(self.nl, 0, m.start()) + 1, text.find(self.nl, m.start())
         return m if m.end() <= le else self.rx.search(text, ls, le)
 
-    def count_lines(self, text: str) -> int:
-        """How many lines of ``text`` (complete lines, each ending in \\n) match."""
+    def count_lines(self, text, lo: int, hi: int) -> int:
+        """How many lines of ``text[lo:hi]`` match (``lo`` starts a line, ``hi`` follows a
+        newline); bounds rather than slices, so a chunk is scanned where it lies."""
         if self.literals is not None:
-            return self._count_with_literals(text)
-        count, pos, end = 0, 0, len(text)
+            return self._count_with_literals(text, lo, hi)
+        count, pos, end, nl = 0, lo, hi, self.nl
         search = self.rx.search
         while pos < end:
-            m = search(text, pos)
+            m = search(text, pos, end)
             if m is None or m.start() >= end:
                 break
-            le = text.find("\n", m.start())
             if self._match_in_line(m, text):
                 count += 1
-            pos = le + 1
+            pos = text.find(nl, m.start()) + 1
         return count
 
-    def _count_with_literals(self, text: str) -> int:
+    def _count_with_literals(self, text, lo: int, hi: int) -> int:
         matched: set[int] = set()
+        exact, search, find, rfind, nl = self.exact, self.rx.search, text.find, text.rfind, self.nl
         for lit in self.literals or ():
-            i = text.find(lit)
+            i = find(lit, lo, hi)
             while i != -1:
-                ls, le = _line_bounds(text, i)
-                if ls not in matched and self.rx.search(text, ls, le):
+                ls, le = rfind(nl, 0, i) + 1, find(nl, i)
+                if ls not in matched and (exact or search(text, ls, le)):
                     matched.add(ls)
-                i = text.find(lit, le + 1)
+                i = find(lit, le + 1, hi)
         return len(matched)
 
-    def last_match(self, text: str) -> re.Match[str] | None:
-        """The first match on the last matching line of ``text``, or None."""
+    def last_match(self, text, lo: int, hi: int) -> re.Match | None:
+        """The first match on the last matching line of ``text[lo:hi]``, or None.
+
+        Searches backwards in growing windows: the last lines usually decide it.
+        """
         if self.literals is not None:
-            return self._last_with_literals(text)
-        hi, window = len(text), 4096
-        while hi > 0:
-            lo = text.rfind("\n", 0, max(0, hi - window - 1)) + 1
-            found = self._last_in_range(text, lo, hi)
+            return self._last_with_literals(text, lo, hi)
+        window = 256
+        while hi > lo:
+            start = max(lo, text.rfind(self.nl, lo, max(lo, hi - window - 1)) + 1)
+            found = self._last_in_range(text, start, hi)
             if found is not None:
                 return found
-            hi, window = lo, window * 4
+            hi, window = start, window * 4
         return None
 
-    def _last_in_range(self, text: str, lo: int, hi: int) -> re.Match[str] | None:
+    def _last_in_range(self, text, lo: int, hi: int) -> re.Match | None:
         found, pos = None, lo
         while pos < hi:
             m = self.rx.search(text, pos, hi)
             if m is None or m.start() >= hi:
                 break
-            le = text.find("\n", m.start())
             found = self._match_in_line(m, text) or found
-            pos = le + 1
+            pos = text.find(self.nl, m.start()) + 1
         return found
 
-    def _last_with_literals(self, text: str) -> re.Match[str] | None:
-        best: re.Match[str] | None = None
-        best_start = -1
+    def _last_with_literals(self, text, lo: int, hi: int) -> re.Match | None:
+        best, best_start = None, -1
         for lit in self.literals or ():
-            end = len(text)
-            while (i := text.rfind(lit, 0, end)) != -1:
-                ls, le = _line_bounds(text, i)
+            end = hi
+            while (i := text.rfind(lit, lo, end)) != -1:
+                ls, le = text.rfind(self.nl, 0, i) + 1, text.find(self.nl, i)
                 if ls <= best_start:
                     break
                 m = self.rx.search(text, ls, le)
@@ -212,8 +230,39 @@ class LineMatcher:
         return best
 
 
-def match_value(m: re.Match[str]) -> str:
+class LineMatcher:
+    """One user pattern, compiled for text and, when it is ASCII, for bytes too.
+
+    On a block of pure ASCII output an ASCII pattern means the same as bytes or as text, so
+    the bytes form spares decoding the block (a good share of the cost of matching).
+    """
+
+    def __init__(self, spec: PatternSpec) -> None:
+        self.spec = spec
+        rx = compile_pattern(spec.name, spec.pattern, spec.kind)
+        literals = required_literals(rx)
+        exact = literals is not None and is_literal_alternation(rx)
+        self.text = _Scanner(rx, literals, exact, "\n")
+        brx = _bytes_twin(rx)
+        self.bytes = None
+        if brx is not None:
+            blits = tuple(lit.encode("ascii") for lit in literals) if literals else None
+            self.bytes = _Scanner(brx, blits, exact, b"\n")
+
+
+def _bytes_twin(rx: re.Pattern[str]) -> re.Pattern[bytes] | None:
+    if not rx.pattern.isascii():
+        return None
+    try:
+        return re.compile(rx.pattern.encode("ascii"), rx.flags & ~re.UNICODE)
+    except (re.error, ValueError):
+        return None  # e.g. an inline (?u) flag: text only
+
+
+def match_value(m: re.Match) -> str:
     value = m.group(1) if m.re.groups else m.group(0)
+    if isinstance(value, bytes):
+        value = value.decode("utf-8", "replace")
     return (value or "")[:VALUE_CAP]
 
 
@@ -241,6 +290,7 @@ class OutputAnalyzer:
 
     def __init__(self, specs: list[PatternSpec] | tuple[PatternSpec, ...] = ()) -> None:
         self.matchers = [LineMatcher(s) for s in specs]
+        self.bytes_ok = all(m.bytes is not None for m in self.matchers)
         self.streams = (_StreamState(), _StreamState())
         self.values: dict[str, str] = {}
         self.counts: dict[str, int] = {m.spec.name: 0 for m in self.matchers if _is_count(m)}
@@ -266,23 +316,32 @@ class OutputAnalyzer:
             room = max(0, LINE_CAP - len(st.carry))
             st.carry += data[: min(first_nl, room)]
             st.carry += b"\n"
-            self._scan_block(st.carry.decode("utf-8", "replace"))
+            self._scan_block(bytes(st.carry))
             st.carry.clear()
             start = first_nl + 1
         else:
             start = 0
         last_nl = data.rfind(b"\n")
         if last_nl >= start:
-            self._scan_block(data[start : last_nl + 1].decode("utf-8", "replace"))
+            self._scan_block(data, start, last_nl + 1)
         if last_nl + 1 < len(data):
             st.carry += data[last_nl + 1 : last_nl + 1 + LINE_CAP]
 
-    def _scan_block(self, text: str) -> None:
+    def _scan_block(self, raw: bytes, lo: int = 0, hi: int | None = None) -> None:
+        """Match every pattern against the complete lines ``raw[lo:hi]``."""
+        hi = len(raw) if hi is None else hi
+        as_bytes = self.bytes_ok and raw.isascii()
+        if as_bytes:
+            block = raw
+        else:
+            block = str(memoryview(raw)[lo:hi], "utf-8", "replace")
+            lo, hi = 0, len(block)
         for matcher in self.matchers:
+            scanner = matcher.bytes if as_bytes else matcher.text
             if _is_count(matcher):
-                self.counts[matcher.spec.name] += matcher.count_lines(text)
+                self.counts[matcher.spec.name] += scanner.count_lines(block, lo, hi)
             else:
-                m = matcher.last_match(text)
+                m = scanner.last_match(block, lo, hi)
                 if m is not None:
                     self.values[matcher.spec.name] = match_value(m)
 
@@ -293,7 +352,7 @@ class OutputAnalyzer:
                 st.lines += 1
                 if self.matchers and st.carry:
                     st.carry += b"\n"
-                    self._scan_block(st.carry.decode("utf-8", "replace"))
+                    self._scan_block(bytes(st.carry))
                 st.last_byte_is_newline = True
             st.carry.clear()
         metas = []

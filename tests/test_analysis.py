@@ -173,3 +173,33 @@ def test_block_scanning_agrees_with_line_by_line_matching(seed):
     meta_part = naive(lines, metas, [])
     count_part = naive(lines, [], counts)
     assert result.metas == meta_part + count_part
+
+
+def test_unicode_semantics_hold_whether_or_not_a_block_is_ascii():
+    # \d and \w are Unicode-aware on text; an ASCII block takes the bytes path, a non-ASCII
+    # block the decoded one: the answers must be what text matching gives.
+    ascii_block = [b"count 42\n"]
+    mixed_block = [b"count 42\n", "count \u0663\u0664 caf\u00e9\n".encode()]
+    metas = [r"n=count (\d+)", r"w=(\w+)$"]
+    assert analyze(ascii_block, metas=metas).metas == (("n", "42"), ("w", "42"))
+    assert analyze(mixed_block, metas=metas).metas == (("n", "\u0663\u0664"), ("w", "caf\u00e9"))
+
+
+def test_a_non_ascii_pattern_still_matches_ascii_and_non_ascii_output():
+    result = analyze(["température 21\nok\n".encode()], metas=["t=température (\\d+)"])
+    assert result.metas == (("t", "21"),)
+
+
+@pytest.mark.parametrize("seed", range(10))
+def test_block_scanning_agrees_with_line_matching_on_mixed_unicode_output(seed):
+    rnd = random.Random(1000 + seed)
+    words = ["ERROR", "caf\u00e9", "\u0663\u0664", "ok", "n 12", "FATAL", "\u00c9t\u00e9", ""]
+    lines = [" ".join(rnd.choice(words) for _ in range(rnd.randint(0, 4))) for _ in range(200)]
+    metas = [("num", r"(\d+)"), ("word", r"(\w+)$"), ("alt", "ERROR|FATAL")]
+    counts = [("errs", "ERROR|FATAL"), ("digits", r"\d"), ("wide", r"\w{4,}")]
+    data = "".join(line + "\n" for line in lines).encode()
+    cuts = sorted(rnd.sample(range(1, len(data)), 20))
+    chunks = [data[a:b] for a, b in zip([0, *cuts], [*cuts, len(data)], strict=True)]
+    result = analyze(chunks, metas=[f"{n}={p}" for n, p in metas],
+                     counts=[f"{n}={p}" for n, p in counts])
+    assert result.metas == naive(lines, metas, []) + naive(lines, [], counts)

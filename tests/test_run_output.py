@@ -8,6 +8,8 @@ import select
 import subprocess
 import sys
 
+import pytest
+
 from tests.helpers import JOBWRAP, jobwrap, py
 
 
@@ -107,6 +109,33 @@ def test_memory_stays_bounded_with_a_huge_line():
     gen = "head -c 268435456 /dev/zero | tr '\\0' x"
     cmd = [*JOBWRAP, "run", "--meta", "x=(x{3})", "--count", "y=y", "--", "sh", "-c", gen]
     out = subprocess.run(py(PEAK_RSS) + cmd, capture_output=True, check=True, timeout=120)
+    status, peak_kib = map(int, out.stdout.split())
+    assert status == 0
+    assert peak_kib < 40 * 1024, f"peak RSS {peak_kib} KiB"
+
+
+LOG_BLOCK = (
+    "import random, sys\n"
+    "rnd = random.Random(7)\n"
+    "levels = ['INFO'] * 20 + ['WARN', 'ERROR', 'FATAL', 'Traceback (most recent call)']\n"
+    "def line():\n"
+    "    return (f'2026-11-{rnd.randint(10, 28)}T10:00:00 {rnd.choice(levels)} worker-'\n"
+    "            f'{rnd.randint(1, 99)} processed {rnd.randint(1, 10**6)} rows'\n"
+    "            + ' x' * rnd.randint(0, 120) + '\\n')\n"
+    "block = ''.join(line() for _ in range(40000)).encode()\n"
+    "with open(sys.argv[1], 'wb') as f:\n"
+    "    for _ in range(int(sys.argv[2]) * 2**20 // len(block)): f.write(block)\n"
+)
+
+
+@pytest.mark.slow
+def test_memory_stays_bounded_with_metas_over_many_varied_lines(tmp_path):
+    log = tmp_path / "log.txt"
+    subprocess.run(py(LOG_BLOCK) + [str(log), "200"], check=True, timeout=120)
+    metas = ["--meta", "a=processed (\\d+) rows", "--meta", "b=ERROR|Traceback|FATAL",
+             "--meta", "c=(\\d{4}-\\d\\d-\\d\\d)", "--count", "d=FATAL|ERROR"]
+    cmd = [*JOBWRAP, "run", *metas, "--", "cat", str(log)]
+    out = subprocess.run(py(PEAK_RSS) + cmd, capture_output=True, check=True, timeout=300)
     status, peak_kib = map(int, out.stdout.split())
     assert status == 0
     assert peak_kib < 40 * 1024, f"peak RSS {peak_kib} KiB"

@@ -7,7 +7,7 @@ import json
 from jobwrap.config import Resolved, configured_monitors, resolve
 from jobwrap.errors import ApiError, ConfigError, ExitStatus, JobwrapError
 from jobwrap.history import open_history
-from jobwrap.report import ClientPool, ReportSettings
+from jobwrap.report import ReportSettings
 
 
 def _report_settings_for(slug: str) -> ReportSettings:
@@ -119,7 +119,8 @@ def _per_monitor(resolved: Resolved, name: str) -> dict:
 
 def flush(resolved: Resolved, *, monitor: str | None, budget_s: float,
           force: bool) -> tuple[str, int]:
-    from jobwrap.report import flush as flush_reports
+    from jobwrap.delivery import ClientPool
+    from jobwrap.delivery import flush as flush_reports
 
     pool = ClientPool(_report_settings_for)
     history = open_history(resolved["state_dir"])

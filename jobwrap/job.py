@@ -235,7 +235,7 @@ def _run_locked(settings: RunSettings, held, warn: Warn) -> RunRecord:
             return finish_run(settings, skipped_record(settings, decision.message), warn)
     may_send = settings.monitor and settings.report.token and settings.report.policy != "never"
     if may_send and not settings.report.dry_run:
-        from jobwrap.report import prewarm_http
+        from jobwrap.delivery import prewarm_http
 
         prewarm_http()
     if dependency is not None:
@@ -348,8 +348,8 @@ def _store(state_dir: Path, record: RunRecord, warn: Warn, *, claim: bool,
 
 def _deliver(settings: RunSettings, record: RunRecord, history: History | None,
              warn: Warn) -> RunRecord:
+    from jobwrap.delivery import Deliverer, DeliveryOutcome
     from jobwrap.idlemon import IdlemonClient
-    from jobwrap.report import Deliverer, DeliveryOutcome
 
     report = settings.report
     outcome = DeliveryOutcome(pending=[(record.run_id, "interrupted by a signal")])

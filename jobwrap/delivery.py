@@ -1,0 +1,169 @@
+"""Delivering reports: one time budget, one reused connection, claims so nothing is sent twice.
+
+Imported only when something is sent (see :mod:`jobwrap.report` for the policy and order).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from jobwrap.errors import ApiError, ConfigError
+from jobwrap.history import History, RunRecord
+from jobwrap.report import LEASE_MARGIN_S, ReportSettings, log_body
+
+
+@dataclass
+class DeliveryOutcome:
+    sent: list[str] = field(default_factory=list)
+    refused: list[tuple[str, str]] = field(default_factory=list)  # (run_id, reason)
+    pending: list[tuple[str, str]] = field(default_factory=list)
+
+    @property
+    def last_problem(self) -> str | None:
+        problems = self.pending + self.refused
+        return problems[-1][1] if problems else None
+
+
+ClientFor = Callable[[str], object]  # monitor slug -> IdlemonClient (or raises ConfigError)
+
+
+class Deliverer:
+    """Sends claimed reports within one shared time budget, over one reused connection."""
+
+    def __init__(self, history: History | None, client_for: ClientFor, budget_s: float,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.history = history
+        self.client_for = client_for
+        self.clock = clock
+        self.deadline = clock() + budget_s
+
+    def deliver(self, records: list[RunRecord], owner: str) -> DeliveryOutcome:
+        """Deliver in order; after a transient failure the rest stay pending (an outage)."""
+        from jobwrap.http import retry
+
+        outcome = DeliveryOutcome()
+        for index, rec in enumerate(records):
+            remaining = self.deadline - self.clock()
+            if remaining <= 0:
+                self._leave_pending(records[index:], owner, "report budget spent", outcome)
+                break
+            try:
+                client = self.client_for(rec.monitor or "")
+                duration_s, metas = log_body(rec)
+                slug = rec.monitor or ""
+
+                def attempt(left: float, client=client, slug=slug, d=duration_s, m=metas):
+                    return client.post_log(slug, d, m, timeout=left)
+
+                retry(attempt, budget_s=remaining, clock=self.clock)
+            except ApiError as exc:
+                if exc.retriable:
+                    self._leave_pending(records[index:], owner, str(exc), outcome)
+                    break
+                self._settle(rec.run_id, owner, "refused", str(exc))
+                outcome.refused.append((rec.run_id, str(exc)))
+                continue
+            except ConfigError as exc:
+                self._settle(rec.run_id, owner, "pending", str(exc))
+                outcome.pending.append((rec.run_id, str(exc)))
+                continue
+            self._settle(rec.run_id, owner, "sent")
+            outcome.sent.append(rec.run_id)
+        return outcome
+
+    def _leave_pending(self, records, owner, reason, outcome) -> None:
+        first, *rest = records
+        self._settle(first.run_id, owner, "pending", reason)
+        outcome.pending.append((first.run_id, reason))
+        for rec in rest:
+            outcome.pending.append((rec.run_id, reason))
+        if self.history is not None:
+            self.history.release_claims(owner)
+
+    def _settle(self, run_id: str, owner: str, status: str, error: str | None = None) -> None:
+        if self.history is not None:
+            self.history.settle_report(run_id, owner, status, error)
+
+
+def new_owner() -> str:
+    return f"flush-{uuid.uuid4()}"
+
+
+def prewarm_http() -> threading.Thread:
+    """Import requests while the job runs, so a report adds little wall time after it."""
+
+    def load() -> None:
+        try:
+            import requests  # noqa: F401
+        except Exception:
+            pass  # the real import will report the problem
+
+    thread = threading.Thread(target=load, name="jobwrap-prewarm", daemon=True)
+    thread.start()
+    return thread
+
+
+@dataclass
+class FlushOutcome:
+    delivery: DeliveryOutcome
+    held: list[RunRecord]  # not sent: their monitor's newest run failed and sent nothing
+
+
+def held_back(rec: RunRecord, latest: dict[str, RunRecord]) -> bool:
+    """True when sending ``rec`` now would make a currently failing monitor look active."""
+    last = latest.get(rec.monitor or "")
+    if last is None or last.run_id == rec.run_id or last.started_at <= rec.started_at:
+        return False
+    return last.report_status == "none" and (last.exit_code != 0 or bool(last.skipped))
+
+
+def flush(history: History, client_for: ClientFor, *, budget_s: float,
+          monitor: str | None = None, force: bool = False) -> FlushOutcome:
+    """Deliver pending (and retry refused) reports, oldest first; safe to run concurrently."""
+    owner = new_owner()
+    claimed = history.claim_reports(
+        owner, budget_s + LEASE_MARGIN_S, monitor=monitor,
+        statuses=("pending", "refused"), limit=100_000,
+    )
+    held: list[RunRecord] = []
+    if not force:
+        latest = history.latest_by_monitor()
+        held = [r for r in claimed if held_back(r, latest)]
+        claimed = [r for r in claimed if not held_back(r, latest)]
+    try:
+        delivery = Deliverer(history, client_for, budget_s).deliver(claimed, owner)
+    finally:
+        history.release_claims(owner)
+    return FlushOutcome(delivery, held)
+
+
+class ClientPool:
+    """One Idlemon client per (URL, token), all sharing one connection pool."""
+
+    def __init__(self, settings_for: Callable[[str], ReportSettings]) -> None:
+        self.settings_for = settings_for
+        self.session = None
+        self.clients: dict[tuple[str, str], object] = {}
+
+    def __call__(self, slug: str):
+        from jobwrap.http import make_session
+        from jobwrap.idlemon import IdlemonClient
+
+        settings = self.settings_for(slug)
+        if not settings.token:
+            raise ConfigError(f"no Idlemon token for monitor {slug!r}")
+        key = (settings.base_url, settings.token)
+        if key not in self.clients:
+            if self.session is None:
+                self.session = make_session()
+            self.clients[key] = IdlemonClient(settings.base_url, settings.token,
+                                              session=self.session)
+        return self.clients[key]
+
+    def close(self) -> None:
+        if self.session is not None:
+            self.session.close()

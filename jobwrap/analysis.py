@@ -331,13 +331,12 @@ class OutputAnalyzer:
         """Match every pattern against the complete lines ``raw[lo:hi]``."""
         hi = len(raw) if hi is None else hi
         as_bytes = self.bytes_ok and raw.isascii()
-        if as_bytes:
-            block = raw
-        else:
+        block: bytes | str = raw
+        if not as_bytes:
             block = str(memoryview(raw)[lo:hi], "utf-8", "replace")
             lo, hi = 0, len(block)
         for matcher in self.matchers:
-            scanner = matcher.bytes if as_bytes else matcher.text
+            scanner = (matcher.bytes if as_bytes else None) or matcher.text
             if _is_count(matcher):
                 self.counts[matcher.spec.name] += scanner.count_lines(block, lo, hi)
             else:

@@ -230,9 +230,7 @@ def _check_shape(path: Path, data: Mapping[str, Any]) -> None:
     for name in _SECTIONS:
         if name in data and not isinstance(data[name], dict):
             raise ConfigError(f"config file {path}: [{name}] must be a table")
-    known_keys = {
-        s.file_key[0]: set() for s in SETTINGS if s.file_key
-    }
+    known_keys: dict[str, set[str]] = {s.file_key[0]: set() for s in SETTINGS if s.file_key}
     for s in SETTINGS:
         if s.file_key:
             known_keys[s.file_key[0]].add(s.file_key[1])

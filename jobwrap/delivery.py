@@ -10,6 +10,7 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from jobwrap.errors import ApiError, ConfigError
 from jobwrap.history import History, RunRecord
@@ -146,7 +147,7 @@ class ClientPool:
 
     def __init__(self, settings_for: Callable[[str], ReportSettings]) -> None:
         self.settings_for = settings_for
-        self.session = None
+        self.session: Any = None
         self.clients: dict[tuple[str, str], object] = {}
 
     def __call__(self, slug: str):

@@ -15,7 +15,7 @@ import json
 import os
 import sqlite3
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -117,7 +117,7 @@ def _text(data: bytes | None) -> str | None:
     return None if data is None else data.decode("utf-8", "replace")
 
 
-def default_state_dir(env: dict[str, str] | os._Environ[str] = os.environ) -> Path:
+def default_state_dir(env: Mapping[str, str] = os.environ) -> Path:
     """``$JOBWRAP_STATE_DIR``, else ``$XDG_STATE_HOME/jobwrap``, else the user's or root's."""
     if env.get("JOBWRAP_STATE_DIR"):
         return Path(env["JOBWRAP_STATE_DIR"])

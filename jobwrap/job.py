@@ -11,13 +11,13 @@ import json
 import os
 import shlex
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from jobwrap.analysis import PatternSpec, check_unique, parse_pattern_spec
+from jobwrap.analysis import Kind, PatternSpec, check_unique, parse_pattern_spec
 from jobwrap.config import Resolved
 from jobwrap.errors import ExitStatus, JobwrapError, UsageError
 from jobwrap.history import History, RunRecord, open_history
@@ -75,9 +75,11 @@ def build_run_settings(
     flag_specs += [parse_pattern_spec(t, "count") for t in count_flags]
     check_unique(flag_specs)
     given = {s.name for s in flag_specs}
+    sections: tuple[tuple[Kind, Mapping[str, str]], ...] = (
+        ("meta", resolved.metas), ("count", resolved.counts))
     file_specs = [
         parse_pattern_spec(f"{name}={rx}", kind)
-        for kind, table in (("meta", resolved.metas), ("count", resolved.counts))
+        for kind, table in sections
         for name, rx in table.items()
         if name not in given
     ]
@@ -229,7 +231,7 @@ def _take_lock(settings: RunSettings, warn: Warn):
 
 def _run_locked(settings: RunSettings, held, warn: Warn) -> RunRecord:
     dependency = _open_dependency(settings, warn)
-    if dependency is not None and settings.dependency.require_up != "off":
+    if dependency is not None and dependency.settings.require_up != "off":
         decision = dependency.gate()
         if decision is not None and not decision.run:
             return finish_run(settings, skipped_record(settings, decision.message), warn)

@@ -20,6 +20,7 @@ import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Any
 
 from jobwrap import proctree
 from jobwrap.analysis import Analysis, OutputAnalyzer, PatternSpec
@@ -101,8 +102,8 @@ class _Run:
             for signum, handler in old_handlers.items():
                 signal.signal(signum, handler)
 
-    def _forward_signals(self) -> dict[int, object]:
-        old = {}
+    def _forward_signals(self) -> dict[int, Any]:
+        old: dict[int, Any] = {}
         for signum in FORWARDED_SIGNALS:
             try:
                 old[signum] = signal.signal(signum, self._on_signal)
@@ -229,6 +230,7 @@ class _Pump:
     def _loop(self, pid: int):
         exited, drain_until = None, 0.0
         while self.pipes:
+            timeout_ms: float | None
             if exited is not None:
                 timeout_ms = max(0.0, (drain_until - time.monotonic()) * 1000)
             else:

@@ -48,14 +48,14 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TextIO
 
 from jobwrap import proctree, sdnotify
 from jobwrap.config import parse_bool
-from jobwrap.cronjobs import JobTable, check, load_jobs
+from jobwrap.cronjobs import CronJob, JobTable, check, load_jobs
 from jobwrap.errors import ConfigError, ExitStatus
 from jobwrap.eventlog import EventLog, utc_now
 from jobwrap.runner import ensure_standard_fds
@@ -206,7 +206,7 @@ class Supervisor:
         tick = self.scheduler.advance(self.clock())
         if tick.rewound_s is not None:
             self.log.emit("clock", jump_s=round(tick.rewound_s), action="rescheduled")
-        jobs = {job.key: job for job in self.table.jobs}
+        jobs: dict[Hashable, CronJob] = {job.key: job for job in self.table.jobs}
         for due in tick.due:
             self.jobs.fire(jobs[due.key], due)
 

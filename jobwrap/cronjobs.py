@@ -24,8 +24,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
-from jobwrap.crontab import CronEntry, LineError, parse_crontab
-from jobwrap.errors import ConfigError, UsageError
+from jobwrap.crontab import CronEntry, LineError, parse_crontab, read_crontab_text
+from jobwrap.errors import UsageError
 from jobwrap.schedule import Schedule
 
 OVERLAP_POLICIES = ("skip", "allow", "replace")
@@ -63,13 +63,7 @@ class JobTable:
 
 def load_jobs(path: str | Path, *, allow_seconds: bool = False) -> JobTable:
     """Read and parse a crontab; ConfigError only when the file cannot be read as text."""
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError(f"cannot read crontab {path}: {exc.strerror}") from None
-    except UnicodeDecodeError:
-        raise ConfigError(f"crontab {path} is not UTF-8 text") from None
-    return parse_jobs(text, str(path), allow_seconds=allow_seconds)
+    return parse_jobs(read_crontab_text(path), str(path), allow_seconds=allow_seconds)
 
 
 def parse_jobs(text: str, source: str = "<crontab>", *, allow_seconds: bool = False) -> JobTable:

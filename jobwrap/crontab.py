@@ -118,13 +118,17 @@ def parse_crontab(text: str, source: str = "<crontab>", *, allow_seconds: bool =
 
 def read_crontab(path: str | Path, *, allow_seconds: bool = False) -> Crontab:
     """Read and parse a crontab file; ConfigError when it cannot be read as UTF-8 text."""
+    return parse_crontab(read_crontab_text(path), str(path), allow_seconds=allow_seconds)
+
+
+def read_crontab_text(path: str | Path) -> str:
+    """A crontab file's text; ConfigError when it cannot be read as UTF-8 text."""
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        return Path(path).read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError(f"cannot read crontab {path}: {exc.strerror}") from None
     except UnicodeDecodeError:
         raise ConfigError(f"crontab {path} is not UTF-8 text") from None
-    return parse_crontab(text, str(path), allow_seconds=allow_seconds)
 
 
 def split_percent(text: str) -> tuple[str, str | None]:

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+from jobwrap import sqlitedb
 from jobwrap.errors import StateError
 
 SCHEMA_VERSION = 1
@@ -300,39 +301,17 @@ def open_history(state_dir: Path) -> History:
     path = state_dir / DB_NAME
     try:
         state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-        conn = sqlite3.connect(path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None)
+        conn = sqlitedb.connect(path, BUSY_TIMEOUT_MS)
     except (OSError, sqlite3.Error) as exc:
         raise StateError(f"cannot open the history in {state_dir}: {_reason(exc)}") from None
     try:
         conn.row_factory = sqlite3.Row
-        conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-        if conn.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
-            conn.execute("PRAGMA journal_mode = WAL")
-        conn.execute("PRAGMA synchronous = NORMAL")  # WAL + NORMAL: durable across app crashes
-        _migrate(conn, path)
+        sqlitedb.use_wal(conn)
+        sqlitedb.migrate(conn, path, _SCHEMA, SCHEMA_VERSION)
     except sqlite3.Error as exc:
         conn.close()
         raise StateError(f"cannot use the history {path}: {_reason(exc)}") from None
     return History(conn, path)
-
-
-def _migrate(conn: sqlite3.Connection, path: Path) -> None:
-    version = conn.execute("PRAGMA user_version").fetchone()[0]
-    if version == SCHEMA_VERSION:
-        return
-    if version > SCHEMA_VERSION:
-        raise StateError(f"{path} was written by a newer jobwrap (schema {version})")
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        if conn.execute("PRAGMA user_version").fetchone()[0] == 0:  # re-check under the lock
-            for statement in _SCHEMA.split(";"):
-                if statement.strip():
-                    conn.execute(statement)
-            conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-        conn.execute("COMMIT")
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
 
 
 def _reason(exc: BaseException) -> str:

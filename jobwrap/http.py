@@ -21,7 +21,7 @@ import urllib.parse
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, Self, TypeVar
 
 from jobwrap import __version__
 from jobwrap.errors import (
@@ -475,3 +475,46 @@ def _delay_before_retry(
     # same second, and random waits keep their retries from arriving together again.
     ceiling = min(max_delay, base_delay * 2 ** min(attempt, 32))
     return rng() * ceiling
+
+
+class ApiClient:
+    """What both API clients share: a checked base URL, a token, and a session.
+
+    Without ``session`` the client makes its own on first use (so constructing a client does
+    not import requests) and :meth:`close` closes it; a session passed in is left open.
+    """
+
+    service = "the API"
+
+    def __init__(
+        self,
+        base_url: str,
+        token: str,
+        session: requests.Session | None = None,
+        timeout: Timeout = DEFAULT_TIMEOUT,
+    ) -> None:
+        self.base_url = check_base_url(base_url, self.service)
+        self._token = token
+        self._session = session
+        self._owns_session = session is None
+        self.timeout = timeout
+
+    def __repr__(self) -> str:  # never show the token
+        return f"{type(self).__name__}(base_url={self.base_url!r})"
+
+    def _session_in_use(self) -> requests.Session:
+        if self._session is None:
+            self._session = make_session()
+        return self._session
+
+    def close(self) -> None:
+        """Close the session if this client made it."""
+        if self._owns_session and self._session is not None:
+            self._session.close()
+            self._session = None
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()

@@ -11,22 +11,18 @@ import re
 import urllib.parse
 from dataclasses import dataclass
 from datetime import datetime
-from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 from jobwrap.errors import AuthError, ConfigError, NotFoundError
 from jobwrap.http import (
-    DEFAULT_TIMEOUT,
+    ApiClient,
     PreparedCall,
-    Timeout,
-    check_base_url,
-    make_session,
     send_json,
 )
 from jobwrap.jsonfields import JsonRecord
 
 if TYPE_CHECKING:
-    import requests
+    pass
 
 __all__ = [
     "DEFAULT_BASE_URL",
@@ -116,28 +112,10 @@ def check_token_format(token: str) -> str | None:
     return None
 
 
-class IdlemonClient:
-    """Talks to one Idlemon project with its token.  Makes one attempt per call: no retries.
+class IdlemonClient(ApiClient):
+    """Talks to one Idlemon project with its token.  Makes one attempt per call: no retries."""
 
-    Without ``session`` the client makes its own on first use (so constructing a client does
-    not import requests) and :meth:`close` closes it; a session passed in is left open.
-    """
-
-    def __init__(
-        self,
-        base_url: str,
-        token: str,
-        session: requests.Session | None = None,
-        timeout: Timeout = DEFAULT_TIMEOUT,
-    ) -> None:
-        self.base_url = check_base_url(base_url, SERVICE)
-        self._token = token
-        self._session = session
-        self._owns_session = session is None
-        self.timeout = timeout
-
-    def __repr__(self) -> str:  # never show the token
-        return f"IdlemonClient(base_url={self.base_url!r})"
+    service = SERVICE
 
     def log_request(self, slug: str, duration_s: int, metas: list[tuple[str, str]]) -> PreparedCall:
         """The exact request :meth:`post_log` sends; ``describe()`` it for ``--dry-run``.
@@ -189,22 +167,8 @@ class IdlemonClient:
             ) from None
         return _parse_project(JsonRecord(body, "", _SOURCE).record("project"))
 
-    def close(self) -> None:
-        """Close the session if this client made it."""
-        if self._owns_session and self._session is not None:
-            self._session.close()
-            self._session = None
 
-    def __enter__(self) -> IdlemonClient:
-        return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     def _headers(self, *, with_body: bool = False) -> dict[str, str]:
         headers = {"Accept": "application/json"}
@@ -214,11 +178,9 @@ class IdlemonClient:
         return headers
 
     def _send(self, call: PreparedCall, timeout: float | None) -> Any:
-        if self._session is None:
-            self._session = make_session()
         try:
             response = send_json(
-                self._session,
+                self._session_in_use(),
                 call.method,
                 call.url,
                 headers=call.headers,

@@ -33,6 +33,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any, Generic, TypeVar
 
+from jobwrap import sqlitedb
 from jobwrap.errors import JobwrapError, StateError
 from jobwrap.promonitor import PmCheck, PmMonitor
 
@@ -431,9 +432,8 @@ def open_pmcache(
     try:
         state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         with closing(_connect(path)) as db:
-            if db.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
-                db.execute("PRAGMA journal_mode = WAL")
-            _migrate(db, path)
+            sqlitedb.use_wal(db)
+            sqlitedb.migrate(db, path, _SCHEMA, SCHEMA_VERSION)
     except (OSError, sqlite3.Error) as exc:
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
         raise StateError(f"cannot open the ProMonitor cache {path}: {reason}") from None
@@ -442,30 +442,9 @@ def open_pmcache(
 
 
 def _connect(path: Path) -> sqlite3.Connection:
-    # isolation_level=None: we issue BEGIN IMMEDIATE ourselves (see PmCache._write).
-    db = sqlite3.connect(path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None)
-    db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-    db.execute("PRAGMA synchronous = NORMAL")  # a lost cache entry costs one request: fine
-    return db
-
-
-def _migrate(db: sqlite3.Connection, path: Path) -> None:
-    version = db.execute("PRAGMA user_version").fetchone()[0]
-    if version == SCHEMA_VERSION:
-        return
-    if version > SCHEMA_VERSION:
-        raise StateError(f"{path} was written by a newer jobwrap (schema {version})")
-    db.execute("BEGIN IMMEDIATE")
-    try:
-        if db.execute("PRAGMA user_version").fetchone()[0] == 0:  # re-check under the lock
-            for statement in _SCHEMA.split(";"):
-                if statement.strip():
-                    db.execute(statement)
-            db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-        db.execute("COMMIT")
-    except BaseException:
-        db.execute("ROLLBACK")
-        raise
+    # Autocommit: we issue BEGIN IMMEDIATE ourselves (see PmCache._write).  A cache entry lost
+    # in a crash costs one request: synchronous = NORMAL is plenty.
+    return sqlitedb.connect(path, BUSY_TIMEOUT_MS)
 
 
 def _blocked(db: sqlite3.Connection, key: str, now: float) -> Block | None:

@@ -12,17 +12,15 @@ import urllib.parse
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 from jobwrap.errors import AuthError, ConfigError, NotFoundError
 from jobwrap.http import (
     DEFAULT_TIMEOUT,
+    ApiClient,
     PreparedCall,
     Response,
     Timeout,
-    check_base_url,
-    make_session,
     send_json,
 )
 from jobwrap.jsonfields import JsonRecord, json_records
@@ -164,16 +162,15 @@ def check_key_format(token: str) -> str | None:
     return None
 
 
-class ProMonitorClient:
+class ProMonitorClient(ApiClient):
     """Reads one ProMonitor account.  One request per call, never a retry.
 
     :attr:`last_rate_limit` holds the rate-limit headers of the most recent answer (whatever
     its status); it is None before any answer, or when that answer had no usable headers, and
     is left unchanged by a call that got no answer at all.
-
-    Without ``session`` the client makes its own on first use and :meth:`close` closes it;
-    a session passed in is left open.
     """
+
+    service = SERVICE
 
     def __init__(
         self,
@@ -182,15 +179,8 @@ class ProMonitorClient:
         session: requests.Session | None = None,
         timeout: Timeout = DEFAULT_TIMEOUT,
     ) -> None:
-        self.base_url = check_base_url(base_url, SERVICE)
-        self._token = token
-        self._session = session
-        self._owns_session = session is None
-        self.timeout = timeout
+        super().__init__(base_url, token, session, timeout)
         self.last_rate_limit: RateLimit | None = None
-
-    def __repr__(self) -> str:  # never show the key
-        return f"ProMonitorClient(base_url={self.base_url!r})"
 
     def list_monitors(self, timeout: float | None = None) -> tuple[PmMonitor, ...]:
         """All monitors of the key's user, newest first."""
@@ -208,22 +198,8 @@ class ProMonitorClient:
         body = self._get(path, timeout, monitor_id=monitor_id)
         return tuple(_check_from(item) for item in json_records(body, "checks", _SOURCE))
 
-    def close(self) -> None:
-        """Close the session if this client made it."""
-        if self._owns_session and self._session is not None:
-            self._session.close()
-            self._session = None
 
-    def __enter__(self) -> ProMonitorClient:
-        return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     def _get(self, path: str, timeout: float | None, *, monitor_id: str | None = None) -> Any:
         """GET ``path`` under /api/v1 and return the parsed body.
@@ -236,11 +212,9 @@ class ProMonitorClient:
             f"{self.base_url}{API_PREFIX}{path}",
             {"Accept": "application/json", "Authorization": f"Bearer {self._token}"},
         )
-        if self._session is None:
-            self._session = make_session()
         try:
             response = send_json(
-                self._session,
+                self._session_in_use(),
                 call.method,
                 call.url,
                 headers=call.headers,

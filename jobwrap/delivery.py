@@ -148,13 +148,16 @@ class ClientPool:
     def __init__(self, settings_for: Callable[[str], ReportSettings]) -> None:
         self.settings_for = settings_for
         self.session: Any = None
+        self.settings: dict[str, ReportSettings] = {}
         self.clients: dict[tuple[str, str], object] = {}
 
     def __call__(self, slug: str):
         from jobwrap.http import make_session
         from jobwrap.idlemon import IdlemonClient
 
-        settings = self.settings_for(slug)
+        if slug not in self.settings:
+            self.settings[slug] = self.settings_for(slug)  # config files read once per monitor
+        settings = self.settings[slug]
         if not settings.token:
             raise ConfigError(f"no Idlemon token for monitor {slug!r}")
         key = (settings.base_url, settings.token)

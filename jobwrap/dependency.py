@@ -1,18 +1,27 @@
 """The ProMonitor side of one run: ask about the job's dependency without delaying the job.
 
-By default the monitor's state is fetched in the background while the job runs and adds metas
-to the run.  With ``--require-up`` it is fetched first and a down dependency skips the run.
-When the job fails, the dependency's recent checks may explain why (one line on stderr and a
-``promonitor_down_since`` meta).  Nothing here can fail the job: every problem is a warning.
+By default everything — importing the client, opening the shared cache, the request — happens
+in a background thread while the job runs, and the answer adds metas to the run.  With
+``--require-up`` the state is fetched first and a down dependency skips the run.  When the job
+fails, the dependency's recent checks may explain why (one line on stderr and a
+``promonitor_down_since`` meta).  Nothing here can fail the job: every problem is a warning,
+and warnings from the background wait until the job is done, so they never land in the middle
+of the job's own output.
 """
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
+from typing import Any
 
 from jobwrap.errors import JobwrapError
+
+BACKGROUND_WAIT_S = 15.0  # a background fetch runs beside the job: it may take this long
+FINISH_WAIT_S = 2.0  # after the job ends, the longest we wait for the background answer
 
 
 @dataclass(frozen=True)
@@ -25,71 +34,103 @@ class DependencySettings:
 
 
 class DependencyCheck:
-    """One run's cross-check.  Build it with :meth:`open`; it never raises afterwards."""
+    """One run's cross-check.  No method raises: problems become warnings."""
 
-    def __init__(self, settings: DependencySettings, check, warn: Callable[[str], None]) -> None:
+    def __init__(self, settings: DependencySettings, state_dir: Path,
+                 warn: Callable[[str], None]) -> None:
         self.settings = settings
-        self.check = check
+        self.state_dir = state_dir
         self.warn = warn
-        self.state = None
-        self.pending = None
+        self.check: Any = None  # a CrossCheck once set up (imported lazily)
+        self.state: Any = None
+        self.notes: list[str] = []  # warnings from the background, said after the job
+        self.thread: threading.Thread | None = None
 
-    @classmethod
-    def open(cls, settings: DependencySettings, state_dir,
-             warn: Callable[[str], None]) -> DependencyCheck | None:
-        """None (with a warning) when the cross-check cannot be set up."""
+    def _open(self) -> bool:
+        """Set up the client and the shared cache; False (with a note) when that fails."""
         from jobwrap.crosscheck import CrossCheck
         from jobwrap.pmcache import open_pmcache
         from jobwrap.promonitor import ProMonitorClient, check_key_format
 
+        settings = self.settings
         if not settings.token:
-            warn("warning: --promonitor needs a ProMonitor API key (JOBWRAP_PROMONITOR_TOKEN "
-                 "or the config file); running without the cross-check")
-            return None
+            self.notes.append("warning: --promonitor needs a ProMonitor API key "
+                              "(JOBWRAP_PROMONITOR_TOKEN or the config file); "
+                              "running without the cross-check")
+            return False
         shape = check_key_format(settings.token)
         if shape:
-            warn(f"warning: ProMonitor API key: {shape}")
+            self.notes.append(f"warning: ProMonitor API key: {shape}")
         try:
-            cache = open_pmcache(state_dir, settings.token,
+            cache = open_pmcache(self.state_dir, settings.token,
                                  requests_per_minute=settings.requests_per_minute)
         except JobwrapError as exc:
-            warn(f"warning: ProMonitor cross-check skipped: {exc}")
-            return None
+            self.notes.append(f"warning: ProMonitor cross-check skipped: {exc}")
+            return False
 
         def client():
             return ProMonitorClient(settings.base_url, settings.token or "")
 
-        return cls(settings, CrossCheck(client, cache), warn)
+        self.check = CrossCheck(client, cache)
+        return True
+
+    def _say_notes(self) -> None:
+        for note in self.notes:
+            self.warn(note)
+        self.notes.clear()
 
     def gate(self):
-        """With --require-up: fetch now and decide.  The GateDecision, or None on a bug."""
+        """With --require-up: fetch now and decide.  The GateDecision, or None (run anyway)."""
         try:
+            if not self._open():
+                return None
+            assert self.check is not None
             self.state = self.check.fetch_state(self.settings.monitor_id)
             decision = self.check.gate(self.state, strict=self.settings.require_up == "strict")
         except Exception as exc:  # a bug must not stop the job: run it, and say so
-            self.warn(f"warning: ProMonitor gate failed ({exc!r}); running anyway")
+            self.notes.append(f"warning: ProMonitor gate failed ({exc!r}); running anyway")
             return None
+        finally:
+            self._say_notes()
         if decision.message:
             self.warn(decision.message)
         return decision
 
     def start(self) -> None:
-        """Without a gate: ask in the background while the job runs (zero added latency)."""
-        if self.state is None:
-            self.pending = self.check.start_background(self.settings.monitor_id)
+        """Without a gate: set up and ask in the background while the job runs."""
+        if self.state is None and self.check is None:
+            self.thread = threading.Thread(target=self._background, daemon=True,
+                                           name="jobwrap-promonitor")
+            self.thread.start()
+
+    def _background(self) -> None:
+        try:
+            if self._open():
+                assert self.check is not None
+                self.state = self.check.fetch_state(self.settings.monitor_id,
+                                                    max_wait_s=BACKGROUND_WAIT_S)
+        except Exception as exc:  # contained: a bug here costs the metas, never the job
+            self.notes.append(f"warning: ProMonitor cross-check failed: {exc!r}")
 
     def metas_after(self, failed: bool, started_at: datetime,
                     ended_at: datetime) -> list[tuple[str, str]]:
         """The metas the run gains, and the diagnosis line when it failed."""
         from jobwrap.crosscheck import DependencyState
 
-        state = self.state if self.pending is None else self.pending.result()
+        if self.thread is not None:
+            self.thread.join(FINISH_WAIT_S)
+            if self.thread.is_alive():
+                self.notes.append("warning: ProMonitor did not answer in time; "
+                                  "the run is recorded without its dependency's state")
+        self._say_notes()
+        state = self.state
         metas: list[tuple[str, str]] = []
         if isinstance(state, DependencyState):
             metas += state.metas()
         elif state is not None:
             self.warn(f"warning: {state.message}")
-        if failed:
+        if failed and self.check is not None and (self.thread is None or
+                                                  not self.thread.is_alive()):
             diagnosis = self.check.diagnose(self.settings.monitor_id, ended_at.timestamp(),
                                             started_at=started_at.timestamp())
             if diagnosis is not None:

@@ -276,7 +276,7 @@ def _open_dependency(settings: RunSettings, warn: Warn):
         return None
     from jobwrap.dependency import DependencyCheck
 
-    return DependencyCheck.open(settings.dependency, settings.state_dir, warn)
+    return DependencyCheck(settings.dependency, settings.state_dir, warn)
 
 
 def skipped_record(settings: RunSettings, reason: str) -> RunRecord:

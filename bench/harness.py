@@ -36,15 +36,18 @@ class Figure:
     """Repeated measurements of one quantity, summarised by their median."""
 
     samples: tuple[float, ...]
-    unit: str  # "s", "ms" or "MiB"
+    unit: str  # "s", "ms", "MiB", or a count's unit ("reports/s", "connections", "%")
+    digits: int | None = None  # decimals shown; None: by magnitude
 
     @property
     def median(self) -> float:
         return statistics.median(self.samples)
 
     def show(self) -> str:
-        m = self.median
-        digits = 0 if m >= 100 else 1 if m >= 10 else 2 if m >= 1 else 3
+        m = abs(self.median)
+        digits = self.digits
+        if digits is None:
+            digits = 0 if m >= 100 else 1 if m >= 10 else 2 if m >= 1 else 3
         text = f"{self.median:.{digits}f} {self.unit}"
         if len(self.samples) > 1:
             lo, hi = min(self.samples), max(self.samples)
@@ -166,13 +169,17 @@ class Context:
         if self.verbose:
             print(f"  … {message}", file=sys.stderr, flush=True)
 
-    def measure(self, pipeline: Pipeline) -> Sample:
-        """Run ``pipeline`` under the probe: wall time, last stage's peak RSS, total CPU."""
+    def measure(self, pipeline: Pipeline, env: dict[str, str] | None = None) -> Sample:
+        """Run ``pipeline`` under the probe: wall time, last stage's peak RSS, total CPU.
+
+        ``env`` replaces the isolated environment for this run (a section's additions to it).
+        """
         argv = [sys.executable, "-I", "-S", str(PROBE)]
         for i, stage in enumerate(pipeline):
             argv += ([SEP] if i else []) + list(stage)
         done = subprocess.run(
-            argv, env=self.env, cwd=self.workdir, capture_output=True, text=True, check=False
+            argv, env=self.env if env is None else env, cwd=self.workdir,
+            capture_output=True, text=True, check=False,
         )
         fields = done.stdout.split()
         if done.returncode != 0 or len(fields) < 4 or any(code != "0" for code in fields[3:]):
@@ -185,16 +192,29 @@ class Context:
         return Sample(float(fields[0]), int(fields[1]), float(fields[2]))
 
     def alternate(
-        self, variants: dict[str, Pipeline], rounds: int, warmup: int = 1
+        self,
+        variants: dict[str, Pipeline],
+        rounds: int,
+        warmup: int = 1,
+        env: dict[str, str] | Callable[[str], dict[str, str]] | None = None,
+        after: Callable[[str, Sample], None] | None = None,
     ) -> dict[str, list[Sample]]:
-        """Measure every variant once per round, reversing the order every other round."""
+        """Measure every variant once per round, reversing the order every other round.
+
+        ``env``: the environment of every run (default: the isolated one), or a function of
+        the variant's name called before each run that returns it (e.g. with a fresh state dir
+        each time).  ``after(name, sample)`` is called after each run, warm-up included (to
+        check what the run did).
+        """
         for label, pipeline in variants.items():
             self.commands[label] = show_pipeline(pipeline)
         names = list(variants)
         samples: dict[str, list[Sample]] = {name: [] for name in names}
         for r in range(warmup + rounds):
             for name in names if r % 2 == 0 else reversed(names):
-                sample = self.measure(variants[name])
+                sample = self.measure(variants[name], env(name) if callable(env) else env)
+                if after is not None:
+                    after(name, sample)
                 if r >= warmup:
                     samples[name].append(sample)
         return samples

@@ -22,6 +22,8 @@ import time
 from pathlib import Path
 
 import sections  # noqa: F401  (registers the sections)
+import sections_cron  # noqa: F401  (cron, only with --only)
+import sections_net  # noqa: F401  (flush, report, promonitor)
 from harness import SECTIONS, BenchError, Context, Row, find_jobwrap, isolated_env, render_table
 
 DEFAULTS = {"size_mib": 512, "rounds": 5, "pairs": 20}

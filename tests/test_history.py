@@ -131,3 +131,25 @@ def test_summary_json_is_the_record(tmp_path):
     data = json.loads(path.read_text())
     assert data["monitor"] == "ci-step"
     assert data["run_id"] == history_json()[0]["run_id"]
+
+
+def test_output_is_kept_for_the_twenty_most_recent_runs_of_each_job(state_dir):
+    from datetime import UTC, datetime, timedelta
+
+    from jobwrap.history import KEEP_OUTPUT_RUNS, RunRecord, open_history
+
+    store = open_history(state_dir)
+    start = datetime(2026, 11, 1, tzinfo=UTC)
+    try:
+        for i in range(KEEP_OUTPUT_RUNS + 2):
+            for job in ("a", "b") if i < 3 else ("a",):
+                store.add(RunRecord(
+                    run_id=f"{job}-{i:03d}", job=job, monitor=job, command="x", host="h",
+                    started_at=(start + timedelta(minutes=i)).isoformat(), duration_ms=1,
+                    exit_code=0, metas=(), output_head=b"out\n", output_tail=b"",
+                ))
+        kept = {r.run_id for r in store.recent(limit=100) if r.output_head is not None}
+    finally:
+        store.close()
+    assert kept == {f"a-{i:03d}" for i in range(2, KEEP_OUTPUT_RUNS + 2)} | {"b-000", "b-001",
+                                                                            "b-002"}

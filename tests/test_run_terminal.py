@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import pty
 import select
+import signal
 import sys
 import time
 
@@ -52,6 +53,49 @@ def test_child_reads_the_terminal_and_ctrl_c_reaches_it():
         read_until(master, b"child got SIGINT")
         _, status = os.waitpid(pid, 0)
         assert os.waitstatus_to_exitcode(status) == 5
+    finally:
+        try:
+            os.kill(pid, 9)
+            os.waitpid(pid, 0)
+        except (ProcessLookupError, ChildProcessError):
+            pass
+        os.close(master)
+
+
+def wait_stopped(pid: int, timeout: float = 30) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        got, status = os.waitpid(pid, os.WUNTRACED | os.WNOHANG)
+        if got == pid:
+            return os.WIFSTOPPED(status)
+        time.sleep(0.02)  # waitpid has no timeout; a short poll bounds the wait
+    return False
+
+
+STOPPABLE = """
+import sys, time
+print('ready', flush=True)
+for line in sys.stdin:
+    print('got ' + line.strip(), flush=True)
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux pty semantics")
+def test_ctrl_z_stops_jobwrap_with_its_child_and_sigcont_resumes_both():
+    pid, master = pty.fork()
+    if pid == 0:
+        os.execv(sys.executable, [*JOBWRAP, "run", "--", sys.executable, "-c", STOPPABLE])
+    try:
+        read_until(master, b"ready")
+        os.write(master, b"\x1a")  # Ctrl-Z: the child's group stops, then jobwrap stops itself
+        assert wait_stopped(pid), "jobwrap did not stop with its child"
+        # what a shell's `fg` does: give the terminal back to jobwrap's group and continue it
+        os.kill(pid, signal.SIGCONT)
+        os.write(master, b"again\n")
+        read_until(master, b"got again")
+        os.write(master, b"\x04")  # EOF ends the child normally
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0
     finally:
         try:
             os.kill(pid, 9)

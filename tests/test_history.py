@@ -139,7 +139,7 @@ def test_output_is_kept_for_the_twenty_most_recent_runs_of_each_job(state_dir):
     from jobwrap.history import KEEP_OUTPUT_RUNS, RunRecord, open_history
 
     store = open_history(state_dir)
-    start = datetime(2026, 11, 1, tzinfo=UTC)
+    start = datetime.now(UTC) - timedelta(days=1)  # well within the 90 days kept
     try:
         for i in range(KEEP_OUTPUT_RUNS + 2):
             for job in ("a", "b") if i < 3 else ("a",):

@@ -121,7 +121,7 @@ def run(command, metas, counts, summary_json, dry_run, **flags) -> int:
 
     resolved = _resolve(flags)
     settings = build_run_settings(resolved, tuple(command), metas, counts, summary_json, dry_run)
-    return run_job(settings).exit_code
+    return run_job(settings)
 
 
 def _resolve(flags: dict):
@@ -311,4 +311,8 @@ def _main(argv: list[str] | None) -> int:
         return int(exc.exit_status)
     except BrokenPipeError:
         return ExitStatus.OK  # `jobwrap history | head`: the reader has all it wanted
+    except Exception as exc:  # a bug: one line, no traceback, and never the exception's text,
+        # which could quote a secret (run has already contained everything after its child)
+        click.echo(f"jobwrap: internal error ({type(exc).__name__}); please report it", err=True)
+        return ExitStatus.INTERNAL
     return int(status) if isinstance(status, int) else ExitStatus.OK

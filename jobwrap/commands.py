@@ -138,8 +138,22 @@ def flush(resolved: Resolved, *, monitor: str | None, budget_s: float,
     for rec in outcome.held:
         lines.append(f"held back {rec.run_id[:8]} ({rec.monitor}): its latest run failed; "
                      "sending an older report would make it look active (--force sends it)")
-    left = d.refused or d.pending or outcome.held
+    others = _left_elsewhere(resolved, monitor) - len(d.refused) - len(d.pending)
+    others -= len(outcome.held)
+    if others > 0:
+        lines.append(f"{others} more pending: being delivered by another jobwrap process")
+    left = d.refused or d.pending or outcome.held or others > 0
     return "\n".join(lines) + "\n", ExitStatus.FAILURE if left else ExitStatus.OK
+
+
+def _left_elsewhere(resolved: Resolved, monitor: str | None) -> int:
+    """Pending and refused reports now (including ones another process holds a claim on)."""
+    history = open_history(resolved["state_dir"])
+    try:
+        backlog = history.report_backlog()
+    finally:
+        history.close()
+    return sum(n for (slug, _), n in backlog.items() if monitor is None or slug == monitor)
 
 
 def doctor(resolved: Resolved) -> tuple[str, int]:

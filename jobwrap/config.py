@@ -114,6 +114,20 @@ def _exit_code(text: object, what: str = "exit code") -> int:
     return value
 
 
+_TOKEN_RE = re.compile(r"[!-~]+\Z")  # printable ASCII, no spaces: what an HTTP header can carry
+
+
+def _token(text: object, what: str = "token") -> str:
+    """A secret: checked here, before the command starts, and never shown in the message."""
+    raw = str(text).strip()
+    if not raw:
+        raise UsageError(f"{what} is empty")
+    if not _TOKEN_RE.match(raw):
+        raise UsageError(f"{what} holds a space or a character outside printable ASCII: "
+                         "check for a stray character")
+    return raw
+
+
 def _path(text: object, what: str = "path") -> Path:
     raw = str(text).strip()
     if not raw:
@@ -150,13 +164,13 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("lock_wait", None, None, None, parse_duration, per_monitor=True),
     Setting("idlemon_url", "JOBWRAP_IDLEMON_URL", ("idlemon", "url"),
             "https://www.idlemon.net/api", _text),
-    Setting("idlemon_token", "JOBWRAP_IDLEMON_TOKEN", ("idlemon", "token"), None, _text,
+    Setting("idlemon_token", "JOBWRAP_IDLEMON_TOKEN", ("idlemon", "token"), None, _token,
             secret=True, per_monitor=True),
     Setting("idlemon_project", "JOBWRAP_IDLEMON_PROJECT", ("idlemon", "project"), None, _text),
     Setting("promonitor_url", "JOBWRAP_PROMONITOR_URL", ("promonitor", "url"),
             "https://promonitor.eu", _text),
     Setting("promonitor_token", "JOBWRAP_PROMONITOR_TOKEN", ("promonitor", "token"), None,
-            _text, secret=True),
+            _token, secret=True),
     Setting("promonitor_rpm", "JOBWRAP_PROMONITOR_RPM", ("promonitor", "requests_per_minute"),
             2, parse_positive_int),
     Setting("promonitor", None, None, None, _text, per_monitor=True),
@@ -338,8 +352,10 @@ def _read_secret(path: Path, warnings: list[str]) -> str:
         value = path.read_text(encoding="utf-8").strip()
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"cannot read the secret file {path}: {exc}") from None
-    if not value:
-        raise ConfigError(f"the secret file {path} is empty")
+    try:
+        value = _token(value, f"the secret in {path}")
+    except UsageError as exc:
+        raise ConfigError(str(exc)) from None
     _warn_if_readable(path, warnings)
     return value
 

@@ -88,7 +88,8 @@ class DependencyCheck:
             self.state = self.check.fetch_state(self.settings.monitor_id)
             decision = self.check.gate(self.state, strict=self.settings.require_up == "strict")
         except Exception as exc:  # a bug must not stop the job: run it, and say so
-            self.notes.append(f"warning: ProMonitor gate failed ({exc!r}); running anyway")
+            self.notes.append(f"warning: ProMonitor gate failed ({type(exc).__name__}); "
+                              "running anyway")
             return None
         finally:
             self._say_notes()
@@ -110,7 +111,7 @@ class DependencyCheck:
                 self.state = self.check.fetch_state(self.settings.monitor_id,
                                                     max_wait_s=BACKGROUND_WAIT_S)
         except Exception as exc:  # contained: a bug here costs the metas, never the job
-            self.notes.append(f"warning: ProMonitor cross-check failed: {exc!r}")
+            self.notes.append(f"warning: ProMonitor cross-check failed ({type(exc).__name__})")
 
     def metas_after(self, failed: bool, started_at: datetime,
                     ended_at: datetime) -> list[tuple[str, str]]:

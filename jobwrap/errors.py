@@ -16,6 +16,7 @@ class ExitStatus(IntEnum):
     OK = 0
     FAILURE = 1  # a non-run command (status, doctor, flush) found something wrong
     USAGE = 2  # jobwrap's own usage or configuration error, caught before the command starts
+    INTERNAL = 70  # EX_SOFTWARE: a bug in jobwrap (never for a run whose command has run)
     TEMPFAIL = 75  # EX_TEMPFAIL: a run was skipped (dependency down, previous run still locked)
     TIMEOUT = 124  # the run hit --timeout (as GNU timeout)
     NOT_EXECUTABLE = 126  # the command exists but cannot be executed

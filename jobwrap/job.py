@@ -21,6 +21,7 @@ from jobwrap.analysis import Kind, PatternSpec, check_unique, parse_pattern_spec
 from jobwrap.config import Resolved
 from jobwrap.errors import ExitStatus, JobwrapError, UsageError
 from jobwrap.history import History, RunRecord, open_history
+from jobwrap.proctree import signal_name
 from jobwrap.report import BACKLOG_PER_RUN, LEASE_MARGIN_S, ReportSettings, wants_report
 from jobwrap.runner import RunResult, RunSpec, new_run_id, run_command
 
@@ -113,14 +114,17 @@ def build_run_settings(
         ),
         dependency=_dependency_settings(resolved),
         skipped_exit=resolved["skipped_exit"],
-        lock=_lock_name(resolved["lock"], resolved["monitor"], argv),
+        lock=_lock_name(resolved["lock"], resolved["monitor"], argv, resolved["lock_wait"]),
         lock_wait_s=resolved["lock_wait"],
     )
 
 
-def _lock_name(value: str | None, monitor: str | None, argv: tuple[str, ...]) -> str | None:
+def _lock_name(value: str | None, monitor: str | None, argv: tuple[str, ...],
+               wait: float | None) -> str | None:
     """``--lock`` alone (or ``lock = true``) names the lock after the job; false: no lock."""
     if value is None or value.lower() in ("false", "no", "off"):
+        if wait is not None:
+            raise UsageError("--lock-wait needs --lock")
         return None
     if value == "" or value.lower() in ("true", "yes", "on"):
         return monitor or shlex.join(argv)
@@ -198,15 +202,24 @@ def make_record(settings: RunSettings, result: RunResult,
     )
 
 
-def run_job(settings: RunSettings, warn: Warn = warn_stderr) -> RunRecord:
-    """Run the command, record the run, report it, write the summary; return the record."""
+def run_job(settings: RunSettings, warn: Warn = warn_stderr) -> int:
+    """Run the command, record the run, report it, write the summary; return the exit status."""
+    with _SignalGuard() as guard:
+        try:
+            return _run_guarded(settings, guard, warn).exit_code
+        except _Stopped as stop:  # a signal before the command started: it never will
+            warn(f"stopped by {signal_name(stop.args[0])} before the command started")
+            return ExitStatus.SIGNAL_BASE + stop.args[0]
+
+
+def _run_guarded(settings: RunSettings, guard: _SignalGuard, warn: Warn) -> RunRecord:
     held = None
     if settings.lock is not None:
         held = _take_lock(settings, warn)
         if isinstance(held, RunRecord):
             return held  # skipped: a previous run still holds the lock
     try:
-        return _run_locked(settings, held, warn)
+        return _run_locked(settings, held, guard, warn)
     finally:
         if held is not None:
             held.release()
@@ -220,16 +233,17 @@ def _take_lock(settings: RunSettings, warn: Warn):
     try:
         held = locks.acquire(settings.state_dir, settings.lock, settings.lock_wait_s)
     except JobwrapError as exc:
-        reason = f"skipped: cannot take lock {settings.lock!r}: {exc}"
-    else:
-        if held is not None:
-            return held
-        reason = locks.holder(settings.state_dir, settings.lock).skip_message()
+        # As with the history: a broken state dir must not stop the job. Say so and run.
+        warn(f"warning: cannot take lock {settings.lock!r} ({exc}); running without it")
+        return None
+    if held is not None:
+        return held
+    reason = locks.holder(settings.state_dir, settings.lock).skip_message()
     warn(reason)
     return finish_run(settings, skipped_record(settings, reason), warn)
 
 
-def _run_locked(settings: RunSettings, held, warn: Warn) -> RunRecord:
+def _run_locked(settings: RunSettings, held, guard: _SignalGuard, warn: Warn) -> RunRecord:
     dependency = _open_dependency(settings, warn)
     if dependency is not None and dependency.settings.require_up != "off":
         decision = dependency.gate()
@@ -242,6 +256,7 @@ def _run_locked(settings: RunSettings, held, warn: Warn) -> RunRecord:
         prewarm_http()
     if dependency is not None:
         dependency.start()
+    guard.after_child = True  # the runner forwards signals while the child runs
     result = run_command(
         RunSpec(
             argv=settings.argv,
@@ -256,7 +271,7 @@ def _run_locked(settings: RunSettings, held, warn: Warn) -> RunRecord:
     if result.spawn_error:
         warn(result.spawn_error)
     record = make_record(settings, result, _context_metas(dependency, result, warn))
-    return finish_run(settings, record, warn)
+    return finish_run(settings, record, warn, guard)
 
 
 def _context_metas(dependency, result: RunResult, warn: Warn) -> list[tuple[str, str]]:
@@ -267,7 +282,7 @@ def _context_metas(dependency, result: RunResult, warn: Warn) -> list[tuple[str,
             ended = result.started_at + timedelta(milliseconds=result.duration_ms)
             metas += dependency.metas_after(result.exit_status != 0, result.started_at, ended)
     except Exception as exc:  # contained: monitoring never changes the job's outcome
-        warn(f"warning: ProMonitor cross-check failed: {exc!r}")
+        warn(f"warning: ProMonitor cross-check failed ({type(exc).__name__})")
     return metas
 
 
@@ -292,18 +307,21 @@ def skipped_record(settings: RunSettings, reason: str) -> RunRecord:
     return replace(record, skipped=reason, output_head=None, output_tail=None)
 
 
-def finish_run(settings: RunSettings, record: RunRecord, warn: Warn) -> RunRecord:
+def finish_run(settings: RunSettings, record: RunRecord, warn: Warn,
+               guard: _SignalGuard | None = None) -> RunRecord:
     """Everything after the child: contained, so the run's exit status always stands."""
     try:
-        record = _store_and_report(settings, record, warn)
+        record = _store_and_report(settings, record, warn, guard)
     except Exception as exc:  # a bug here must not cost the job its exit status
-        warn(f"warning: internal error after the run: {exc!r}")
+        warn(f"warning: internal error after the run ({type(exc).__name__}); "
+             "its exit status is unaffected")
     if settings.summary_json is not None:
         write_summary(settings.summary_json, record, warn)
     return record
 
 
-def _store_and_report(settings: RunSettings, record: RunRecord, warn: Warn) -> RunRecord:
+def _store_and_report(settings: RunSettings, record: RunRecord, warn: Warn,
+                      guard: _SignalGuard | None) -> RunRecord:
     report = settings.report
     to_send = bool(settings.monitor) and wants_report(report.policy, record)
     if to_send and report.dry_run:
@@ -322,9 +340,13 @@ def _store_and_report(settings: RunSettings, record: RunRecord, warn: Warn) -> R
     if not to_send:
         return record
     try:
-        return _deliver(settings, record, history, warn)
+        if guard is not None and guard.stopping:
+            warn("warning: stopped by a signal: the report is kept for `jobwrap flush`")
+            return record
+        return _deliver(settings, record, history, warn, guard)
     finally:
         if history is not None:
+            history.release_claims(record.run_id)  # whatever happened, others may deliver it
             history.close()
 
 
@@ -349,13 +371,13 @@ def _store(state_dir: Path, record: RunRecord, warn: Warn, *, claim: bool,
 
 
 def _deliver(settings: RunSettings, record: RunRecord, history: History | None,
-             warn: Warn) -> RunRecord:
+             warn: Warn, guard: _SignalGuard | None) -> RunRecord:
     from jobwrap.delivery import Deliverer, DeliveryOutcome
     from jobwrap.idlemon import IdlemonClient
 
     report = settings.report
     outcome = DeliveryOutcome(pending=[(record.run_id, "interrupted by a signal")])
-    with _StopOnSignal(), IdlemonClient(report.base_url, report.token or "") as client:
+    with _Sending(guard), IdlemonClient(report.base_url, report.token or "") as client:
         deliverer = Deliverer(history, lambda _slug: client, report.budget_s)
         outcome = deliverer.deliver([record], owner=record.run_id)
         if outcome.sent and history is not None:
@@ -383,33 +405,62 @@ def _describe_request(settings: RunSettings, record: RunRecord) -> str:
     return client.log_request(settings.monitor or "", duration_s, metas).describe(masked=True)
 
 
-class _StopOnSignal:
-    """While reports are sent, SIGTERM/SIGINT/SIGHUP end the sending, not jobwrap's exit status.
+class _SignalGuard:
+    """SIGTERM/SIGINT/SIGHUP around a run, outside the time the child runs.
 
-    The report stays pending (its claim lapses) and a later run or flush delivers it.
+    Before the child starts (waiting for a lock, asking ProMonitor) they abort the run, as
+    they would have aborted the command.  While the child runs the runner forwards them to it.
+    After the child, they must not cost the run: storing it finishes, and sending its report
+    stops (the report stays pending for a later run or flush) — ``stopping`` says one came.
     """
 
     SIGNALS = ("SIGTERM", "SIGINT", "SIGHUP")
 
-    def __enter__(self) -> _StopOnSignal:
+    def __init__(self) -> None:
+        self.old: dict = {}
+        self.after_child = False
+        self.sending = False
+        self.received: int | None = None
+
+    def __enter__(self) -> _SignalGuard:
         import signal
         import threading
 
-        self.old: dict = {}
         if threading.current_thread() is threading.main_thread():
             for name in self.SIGNALS:
                 signum = getattr(signal, name)
-                self.old[signum] = signal.signal(signum, self._raise)
+                self.old[signum] = signal.signal(signum, self._on_signal)
         return self
 
-    def _raise(self, signum: int, _frame: object) -> None:
-        raise _Stopped(signum)
+    def _on_signal(self, signum: int, _frame: object) -> None:
+        self.received = signum
+        if not self.after_child or self.sending:
+            raise _Stopped(signum)
 
-    def __exit__(self, exc_type, exc, tb) -> bool:
+    @property
+    def stopping(self) -> bool:
+        return self.received is not None
+
+    def __exit__(self, exc_type, exc, tb) -> None:
         import signal
 
         for signum, handler in self.old.items():
             signal.signal(signum, handler)
+
+
+class _Sending:
+    """While reports are sent, a stop signal ends the sending (the report stays pending)."""
+
+    def __init__(self, guard: _SignalGuard | None) -> None:
+        self.guard = guard
+
+    def __enter__(self) -> None:
+        if self.guard is not None:
+            self.guard.sending = True
+
+    def __exit__(self, exc_type, exc, tb) -> bool:
+        if self.guard is not None:
+            self.guard.sending = False
         return exc_type is _Stopped
 
 

@@ -323,11 +323,21 @@ def _spawn(spec: RunSpec, out_w: int, err_w: int) -> int:
 
 
 def _write_all(fd: int, data: bytes) -> None:
-    written = os.write(fd, data)
+    """Write every byte, also to a descriptor someone else made non-blocking."""
+    try:
+        written = os.write(fd, data)
+    except BlockingIOError:
+        written = 0
     if written < len(data):
         view = memoryview(data)
         while written < len(data):
-            written += os.write(fd, view[written:])
+            try:
+                written += os.write(fd, view[written:])
+            except BlockingIOError:
+                # A non-blocking stdout (set by whoever shares it) is full: wait, don't drop.
+                poller = select.poll()
+                poller.register(fd, select.POLLOUT)
+                poller.poll()
 
 
 def _pidfd(pid: int) -> int | None:

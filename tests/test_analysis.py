@@ -203,3 +203,8 @@ def test_block_scanning_agrees_with_line_matching_on_mixed_unicode_output(seed):
     result = analyze(chunks, metas=[f"{n}={p}" for n, p in metas],
                      counts=[f"{n}={p}" for n, p in counts])
     assert result.metas == naive(lines, metas, []) + naive(lines, [], counts)
+
+
+def test_a_meta_value_is_cut_at_200_characters():
+    result = analyze([b"v=" + b"x" * 500 + b"\n"], metas=["v=v=(x+)"])
+    assert result.metas == (("v", "x" * 200),)

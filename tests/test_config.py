@@ -223,3 +223,16 @@ def test_doctor_all_good_then_each_problem(idlemon, monkeypatch, user_file):
     assert result.returncode == 1 and b"rejected the API token" in result.stdout
     result = jobwrap("doctor", env={"JOBWRAP_IDLEMON_TOKEN": ""})
     assert b"FAIL  no Idlemon token" in result.stdout
+
+
+@pytest.mark.parametrize("token", ["SECRETabc\u20acdef", "SECRET abc", "SECRET\tabc"])
+def test_a_malformed_token_stops_the_run_before_it_starts_without_showing_it(tmp_path, token):
+    marker = tmp_path / "ran"
+    result = jobwrap("run", "-m", "x", "--", "touch", str(marker),
+                     env={"JOBWRAP_IDLEMON_TOKEN": token})
+    assert result.returncode == 2 and not marker.exists()
+    assert b"printable ASCII" in result.stderr
+    assert b"SECRET" not in result.stderr
+    secret = write(tmp_path / "token", "SECRET\u20ac\n")
+    result = jobwrap("doctor", env={"JOBWRAP_IDLEMON_TOKEN_FILE": str(secret)})
+    assert result.returncode == 2 and b"SECRET" not in result.stderr

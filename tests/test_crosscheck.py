@@ -220,7 +220,9 @@ def test_forty_processes_at_once_stay_within_the_budget(state_dir, tmp_path):
             assert answer in ("up", "busy")  # it shared the one fetch (or timed out waiting)
         else:
             assert answer in ("budget", "busy")
-    assert answers.count("up") >= 20  # in practice all 26 or so share the two fetches
+    # Sharing works: more processes got "up" than the two that fetched (usually ~26; under a
+    # loaded machine some give up waiting after 2 s and say "busy", which is allowed).
+    assert answers.count("up") >= 3
 
 
 _ASKER = """

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import signal
 import sqlite3
 import subprocess
 import time
@@ -276,3 +277,30 @@ def test_token_never_appears_in_any_output(idlemon, env):
     ]
     for result in outputs:
         assert TOKEN.encode() not in result.stdout + result.stderr, result.args
+
+
+def test_a_run_that_cannot_send_never_imports_requests(env):
+    for args in (["run", "--", "true"], ["run", "-m", "bar", "--report", "never", "--", "true"]):
+        result = subprocess.run([JOBWRAP[0], "-X", "importtime", *JOBWRAP[1:], *args],
+                                capture_output=True, timeout=60)
+        lines = result.stderr.decode().splitlines()
+        imported = {line.rsplit("|", 1)[-1].strip() for line in lines
+                    if line.startswith("import time:")}
+        assert "jobwrap.runner" in imported  # the check itself works
+        assert not {"requests", "urllib3", "jobwrap.delivery"} & imported, args
+
+
+def test_sigterm_while_sending_keeps_the_report_and_the_jobs_status(idlemon, env):
+    idlemon.fail_next(5, Reply.slow(30))
+    with subprocess.Popen([*JOBWRAP, "run", "-m", "bar", "--", "sh", "-c", "exit 0"],
+                          stderr=subprocess.PIPE) as proc:
+        for _ in range(3000):  # until the report is on the wire
+            if posts(idlemon):
+                break
+            time.sleep(0.01)
+        assert posts(idlemon), "the report was never sent"
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0
+    [run] = history()
+    assert run["report_status"] == "pending"
+    assert run["exit_code"] == 0

@@ -157,3 +157,28 @@ def test_python_child_sees_unbuffered_pipe_semantics_unchanged():
     result = jobwrap("run", "--", *py("import sys; print(sys.stdout.isatty())"))
     assert result.stdout == b"False\n"
     assert sys.executable  # the child ran with the same interpreter
+
+
+NONBLOCKING_READER = """
+import fcntl, os, subprocess, sys, time
+r, w = os.pipe()
+fcntl.fcntl(w, fcntl.F_SETFL, fcntl.fcntl(w, fcntl.F_GETFL) | os.O_NONBLOCK)
+child = subprocess.Popen(sys.argv[1:], stdout=w)
+os.close(w)
+total = 0
+while True:
+    time.sleep(0.002)  # a slow reader, so the non-blocking pipe fills up
+    chunk = os.read(r, 65536)
+    if not chunk:
+        break
+    total += len(chunk)
+print(child.wait(), total)
+"""
+
+
+def test_a_non_blocking_stdout_loses_no_output():
+    # Regression: EAGAIN on a stdout someone else made non-blocking stopped the copying.
+    cmd = [*JOBWRAP, "run", "--", "sh", "-c", "head -c 3000000 /dev/zero"]
+    out = subprocess.run(py(NONBLOCKING_READER) + cmd, capture_output=True, timeout=120)
+    assert out.stdout.split() == [b"0", b"3000000"]
+    assert out.stderr == b""

@@ -112,3 +112,19 @@ def test_ci_and_systemd_metas_are_added(tmp_path):
     assert metas["ci_job_url"] == "https://github.com/acme/etl/actions/runs/42"
     assert metas["commit"] == "a" * 40
     assert metas["systemd_unit"] == "jobwrap@backup.service"
+
+
+def test_lock_with_an_unusable_state_dir_still_runs_the_job(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    result = jobwrap("run", "--lock", "--", "sh", "-c", "echo ran; exit 3",
+                     env={"JOBWRAP_STATE_DIR": str(blocker / "state")})
+    assert result.returncode == 3 and result.stdout == b"ran\n"
+    assert b"running without it" in result.stderr
+
+
+def test_lock_wait_without_lock_is_a_usage_error(tmp_path):
+    marker = tmp_path / "ran"
+    result = jobwrap("run", "--lock-wait", "5s", "--", "touch", str(marker))
+    assert result.returncode == 2 and b"--lock-wait needs --lock" in result.stderr
+    assert not marker.exists()

@@ -177,7 +177,6 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("require_up", None, None, None, _require_up, per_monitor=True),
     Setting("skipped_exit", None, ("run", "skipped_exit"), 75, _exit_code, per_monitor=True),
 )
-SETTINGS_BY_NAME = {s.name: s for s in SETTINGS}
 
 
 @dataclass(frozen=True)
@@ -392,12 +391,12 @@ def _monitor_patterns(files, monitor) -> tuple[dict[str, str], dict[str, str]]:
 
 
 def mask(secret: str | None) -> str:
-    """Show that a secret is set without showing it: at most its last 4 characters."""
+    """Show that a secret is set without showing it (the same rule as request dumps)."""
     if not secret:
         return "(not set)"
-    if len(secret) < 12:
-        return "****"
-    return "****" + secret[-4:]
+    from jobwrap.http import mask_secret
+
+    return mask_secret(secret)
 
 
 def describe(resolved: Resolved, as_json: bool = False) -> str:

@@ -29,7 +29,6 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
 from pathlib import Path
 from types import MappingProxyType
 
@@ -71,16 +70,6 @@ class LineError:
 
 
 @dataclass(frozen=True)
-class NextFire:
-    """One row of ``jobwrap cron --check``: ``next_time`` is None for ``@reboot``."""
-
-    line_no: int
-    expr: str
-    command: str
-    next_time: datetime | None
-
-
-@dataclass(frozen=True)
 class Crontab:
     """A parsed crontab: the good entries, the bad lines, and the assignments.
 
@@ -94,18 +83,6 @@ class Crontab:
     errors: tuple[LineError, ...]
     env: Mapping[str, str] = field(default_factory=dict, hash=False)
     tz: str | None = None
-
-    def describe_next(self, now: datetime) -> list[NextFire]:
-        """Each entry with its first fire time after ``now`` (aware), in file order."""
-        return [
-            NextFire(
-                entry.line_no,
-                str(entry.schedule),
-                entry.command,
-                None if entry.schedule.is_reboot else entry.schedule.next_after(now),
-            )
-            for entry in self.entries
-        ]
 
 
 def parse_crontab(text: str, source: str = "<crontab>", *, allow_seconds: bool = False) -> Crontab:

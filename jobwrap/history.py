@@ -119,9 +119,8 @@ def _text(data: bytes | None) -> str | None:
 
 
 def default_state_dir(env: Mapping[str, str] = os.environ) -> Path:
-    """``$JOBWRAP_STATE_DIR``, else ``$XDG_STATE_HOME/jobwrap``, else the user's or root's."""
-    if env.get("JOBWRAP_STATE_DIR"):
-        return Path(env["JOBWRAP_STATE_DIR"])
+    """Where the state lives when nothing says otherwise (``JOBWRAP_STATE_DIR`` and the config
+    files are config's business): ``$XDG_STATE_HOME/jobwrap``, else the user's or root's."""
     if env.get("XDG_STATE_HOME"):
         return Path(env["XDG_STATE_HOME"]) / "jobwrap"
     if os.geteuid() == 0:

@@ -25,7 +25,6 @@ if TYPE_CHECKING:
     pass
 
 __all__ = [
-    "DEFAULT_BASE_URL",
     "IdleMonitor",
     "IdlemonClient",
     "LogMeta",
@@ -35,7 +34,6 @@ __all__ = [
     "check_token_format",
 ]
 
-DEFAULT_BASE_URL = "https://www.idlemon.net/api"
 SERVICE = "Idlemon"
 _SOURCE = "Idlemon answer"
 _TOKEN_SHAPE = re.compile(r"[0-9a-fA-F]{32}")

@@ -28,14 +28,11 @@ from jobwrap.jsonfields import JsonRecord, json_records
 if TYPE_CHECKING:
     import requests
 
-DEFAULT_BASE_URL = "https://promonitor.eu"
 API_PREFIX = "/api/v1"
 SERVICE = "ProMonitor"
 _SOURCE = "ProMonitor answer"
 
 # The documented values.  Others are kept as they come: ProMonitor may add kinds or states.
-KNOWN_KINDS = frozenset({"http", "tcp", "ping", "ssl"})
-KNOWN_STATUSES = frozenset({"up", "down", "pending"})
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from jobwrap.crontab import NextFire, parse_crontab, read_crontab, split_percent
+from jobwrap.crontab import parse_crontab, read_crontab, split_percent
 from jobwrap.errors import ConfigError
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
@@ -162,15 +162,6 @@ def test_crlf_line_endings_are_tolerated() -> None:
     crontab = parse_crontab("A=1\r\n@hourly job\r\n")
     assert crontab.errors == ()
     assert (crontab.entries[0].command, dict(crontab.entries[0].env)) == ("job", {"A": "1"})
-
-
-def test_describe_next_gives_one_row_per_entry() -> None:
-    crontab = parse_crontab("CRON_TZ=UTC\n0 9 * * 1-5 report\n@reboot warm-up\n")
-    rows = crontab.describe_next(datetime(2024, 1, 5, 10, tzinfo=UTC))  # a Friday
-    assert rows == [
-        NextFire(2, "CRON_TZ=UTC 0 9 * * 1-5", "report", datetime(2024, 1, 8, 9, tzinfo=UTC)),
-        NextFire(3, "@reboot", "warm-up", None),
-    ]
 
 
 def test_read_crontab_reports_unreadable_files_as_config_errors(tmp_path: Path) -> None:

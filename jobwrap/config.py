@@ -300,7 +300,7 @@ def resolve(
 def _lookup(setting, flags, env, files, monitor, warnings) -> tuple[Any, str]:
     what = setting.name.replace("_", "-")
     if flags.get(setting.name) is not None:
-        return setting.parse(flags[setting.name], what), "flag --" + what
+        return setting.parse(flags[setting.name], "--" + what), "flag --" + what
     if setting.env and env.get(setting.env):
         return setting.parse(env[setting.env], f"${setting.env}"), "env " + setting.env
     if setting.secret and setting.env and env.get(setting.env + "_FILE"):

@@ -7,7 +7,7 @@ so it is shown as minutes, and a monitor section's ``interval`` (minutes) overri
 from __future__ import annotations
 
 import statistics
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
 from jobwrap.history import History, RunRecord
@@ -25,7 +25,7 @@ class MonitorRow:
     duration_avg_s: float | None = None
     last_contact: datetime | None = None
     is_idle: bool | None = None
-    in_project: bool = True
+    in_project: bool | None = True  # None: no project was read, so nobody knows
     last_run: RunRecord | None = None
     pending: int = 0
     refused: int = 0
@@ -82,7 +82,8 @@ def build_rows(project, history: History | None, intervals: dict[str, int]) -> l
         seen.add(m.slug)
         rows.append(_row(m.slug, history, latest, backlog, intervals, remote=m))
     for slug in sorted(set(latest) - seen):
-        rows.append(_row(slug, history, latest, backlog, intervals, remote=None))
+        row = _row(slug, history, latest, backlog, intervals, remote=None)
+        rows.append(row if project else replace(row, in_project=None))
     return rows
 
 
@@ -129,14 +130,19 @@ def _num(value: float | None, unit: str = "") -> str:
 
 def render_table(rows: list[MonitorRow], now: datetime | None = None) -> str:
     if not rows:
-        return "no monitors in the project and no local runs\n"
+        return "nothing to show yet: no monitors read and no local runs\n"
     headers = ["MONITOR", "STATE", "EVERY", "AVG", "AVG DUR", "LAST CONTACT", "LAST RUN",
                "RESULT", "PENDING", "LOCAL MED/P95"]
     if any(r.dependency for r in rows):
         headers.append("DEPENDENCY")
     table = [headers]
     for r in rows:
-        state = "not in project" if not r.in_project else ("IDLE" if r.is_idle else "active")
+        if r.in_project is None:
+            state = "-"
+        elif not r.in_project:
+            state = "not in project"
+        else:
+            state = "IDLE" if r.is_idle else "active"
         med = "-" if r.median_s is None else f"{r.median_s:.1f}s/{r.p95_s:.1f}s"
         if r.unusual_duration:
             med += " (!)"

@@ -69,23 +69,10 @@ def build_run_settings(
     summary_json: Path | None = None,
     dry_run: bool = False,
 ) -> RunSettings:
-    """Merge the monitor section's patterns with the flags' (a flag wins for its name)."""
+    """Validate everything a run needs, before the command starts (UsageError/ConfigError)."""
     if not argv:
         raise UsageError("no command given: jobwrap run [OPTIONS] -- COMMAND [ARG]...")
-    flag_specs = [parse_pattern_spec(t, "meta") for t in meta_flags]
-    flag_specs += [parse_pattern_spec(t, "count") for t in count_flags]
-    check_unique(flag_specs)
-    given = {s.name for s in flag_specs}
-    sections: tuple[tuple[Kind, Mapping[str, str]], ...] = (
-        ("meta", resolved.metas), ("count", resolved.counts))
-    file_specs = [
-        parse_pattern_spec(f"{name}={rx}", kind)
-        for kind, table in sections
-        for name, rx in table.items()
-        if name not in given
-    ]
-    specs = file_specs + flag_specs
-    check_unique(specs)
+    patterns = _patterns(resolved, meta_flags, count_flags)
     if resolved["monitor"] and resolved["idlemon_token"]:
         from jobwrap.http import check_base_url
 
@@ -99,7 +86,7 @@ def build_run_settings(
         argv=argv,
         state_dir=resolved["state_dir"],
         monitor=resolved["monitor"],
-        patterns=tuple(specs),
+        patterns=patterns,
         timeout_s=resolved["timeout"],
         kill_after_s=resolved["kill_after"],
         capture=resolved["capture"],
@@ -117,6 +104,26 @@ def build_run_settings(
         lock=_lock_name(resolved["lock"], resolved["monitor"], argv, resolved["lock_wait"]),
         lock_wait_s=resolved["lock_wait"],
     )
+
+
+def _patterns(resolved: Resolved, meta_flags: tuple[str, ...],
+              count_flags: tuple[str, ...]) -> tuple[PatternSpec, ...]:
+    """The monitor section's patterns, then the flags' (a flag wins for its name)."""
+    flag_specs = [parse_pattern_spec(t, "meta") for t in meta_flags]
+    flag_specs += [parse_pattern_spec(t, "count") for t in count_flags]
+    check_unique(flag_specs)
+    given = {s.name for s in flag_specs}
+    sections: tuple[tuple[Kind, Mapping[str, str]], ...] = (
+        ("meta", resolved.metas), ("count", resolved.counts))
+    file_specs = [
+        parse_pattern_spec(f"{name}={rx}", kind)
+        for kind, table in sections
+        for name, rx in table.items()
+        if name not in given
+    ]
+    specs = file_specs + flag_specs
+    check_unique(specs)  # a section's meta and count may still share a name
+    return tuple(specs)
 
 
 def _lock_name(value: str | None, monitor: str | None, argv: tuple[str, ...],

@@ -237,3 +237,11 @@ def test_a_malformed_token_stops_the_run_before_it_starts_without_showing_it(tmp
     secret = write(tmp_path / "token", "SECRET\u20ac\n")
     result = jobwrap("doctor", env={"JOBWRAP_IDLEMON_TOKEN_FILE": str(secret)})
     assert result.returncode == 2 and b"SECRET" not in result.stderr
+
+
+def test_a_sections_meta_and_count_may_not_share_a_name(user_file, tmp_path):
+    write(user_file, '[monitors.b.meta]\nx = "a"\n[monitors.b.count]\nx = "b"\n')
+    marker = tmp_path / "ran"
+    result = jobwrap("run", "-m", "b", "--", "touch", str(marker))
+    assert result.returncode == 2 and b"'x' is given twice" in result.stderr
+    assert not marker.exists()

@@ -8,15 +8,14 @@ Contracts:
   already asking, ProMonitor has not told us to wait and the host's budget allows it.
 * Never a retry, never a sleep through Retry-After: what cannot be answered now is an
   :class:`Unavailable` with a one-line reason, and the job goes on (unless strict).
-* Questions answer within about ``max_wait_s``; ``start_background`` asks while the job runs,
-  and its handle never holds the job up longer than the timeout given to ``result``.
+* Questions answer within about ``max_wait_s`` (:mod:`jobwrap.dependency` asks in a thread of
+  its own while the job runs).
 * API and cache failures become :class:`Unavailable`; nothing here calls ``sys.exit``.
 """
 
 from __future__ import annotations
 
 import math
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -48,8 +47,6 @@ from jobwrap.promonitor import PmCheck, PmMonitor, ProMonitorClient
 T = TypeVar("T")
 
 DEFAULT_WAIT_S = 5.0  # fetch_state / gate details / diagnose: the longest a question may take
-BACKGROUND_WAIT_S = 15.0  # a background fetch runs beside the job: it may take longer
-FINISH_WAIT_S = 2.0  # after the job ends, the longest we wait for a background answer
 FLIGHT_WAIT_S = 2.0  # how long to wait for another process's fetch of the same entry
 REQUEST_TIMEOUT_S = 5.0  # connect and read timeouts of the one request
 STALE_LIMIT_S = 600.0  # an expired monitor entry may stand in for one this old, if we can't ask
@@ -149,34 +146,6 @@ class DownPeriod:
     error: str | None
 
 
-class Pending:
-    """A question running in a daemon thread; see :meth:`CrossCheck.start_background`."""
-
-    def __init__(self, ask: Callable[[], DependencyState | Unavailable]) -> None:
-        self._done = threading.Event()
-        self._answer: DependencyState | Unavailable | None = None
-        self._thread = threading.Thread(target=self._run, args=(ask,), daemon=True,
-                                        name="promonitor-crosscheck")
-        self._thread.start()
-
-    def done(self) -> bool:
-        return self._done.is_set()
-
-    def result(self, timeout_s: float = FINISH_WAIT_S) -> DependencyState | Unavailable:
-        """The answer, waiting at most ``timeout_s``; Unavailable(TIMEOUT) if not there yet."""
-        if self._done.wait(max(0.0, timeout_s)) and self._answer is not None:
-            return self._answer
-        return Unavailable(Reason.TIMEOUT, "ProMonitor did not answer in time")
-
-    def _run(self, ask: Callable[[], DependencyState | Unavailable]) -> None:
-        try:
-            self._answer = ask()
-        except Exception as exc:  # monitoring never changes the job's outcome, nor its output
-            self._answer = Unavailable(Reason.UNREACHABLE, f"ProMonitor cross-check failed: {exc}")
-        finally:
-            self._done.set()
-
-
 class CrossCheck:
     """Answers questions about ProMonitor monitors through the shared cache and budget.
 
@@ -229,15 +198,6 @@ class CrossCheck:
             return self._state(monitor_id, cached, source)
         except StateError as exc:
             return Unavailable(Reason.STATE, str(exc))
-
-    def start_background(
-        self, monitor_id: str, max_wait_s: float = BACKGROUND_WAIT_S
-    ) -> Pending:
-        """Run :meth:`fetch_state` in a daemon thread while the job runs; see :class:`Pending`.
-
-        The thread never delays the process's exit: an unfinished question is abandoned.
-        """
-        return Pending(lambda: self.fetch_state(monitor_id, max_wait_s))
 
     def gate(
         self,

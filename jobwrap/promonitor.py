@@ -16,17 +16,15 @@ from typing import TYPE_CHECKING, Any
 
 from jobwrap.errors import AuthError, ConfigError, NotFoundError
 from jobwrap.http import (
-    DEFAULT_TIMEOUT,
     ApiClient,
     PreparedCall,
     Response,
-    Timeout,
     send_json,
 )
 from jobwrap.jsonfields import JsonRecord, json_records
 
 if TYPE_CHECKING:
-    import requests
+    pass
 
 API_PREFIX = "/api/v1"
 SERVICE = "ProMonitor"
@@ -168,16 +166,7 @@ class ProMonitorClient(ApiClient):
     """
 
     service = SERVICE
-
-    def __init__(
-        self,
-        base_url: str,
-        token: str,
-        session: requests.Session | None = None,
-        timeout: Timeout = DEFAULT_TIMEOUT,
-    ) -> None:
-        super().__init__(base_url, token, session, timeout)
-        self.last_rate_limit: RateLimit | None = None
+    last_rate_limit: RateLimit | None = None  # set per instance by every answer
 
     def list_monitors(self, timeout: float | None = None) -> tuple[PmMonitor, ...]:
         """All monitors of the key's user, newest first."""

@@ -388,36 +388,6 @@ def test_a_process_gives_up_waiting_after_the_flight_wait(server, make_check, cl
     assert server.hits == 0
 
 
-# Background ----------------------------------------------------------------------------------
-
-
-def test_the_background_question_answers_while_the_job_runs(server, make_check):
-    pending = make_check(timer=time.monotonic, sleep=time.sleep).start_background(MONITOR_API)
-    assert pending.result(timeout_s=10).status == "up"
-    assert pending.done()
-
-
-def test_a_slow_promonitor_never_holds_the_job_up(server, make_check):
-    server.plan(Reply.slow(10))
-    check = make_check(timer=time.monotonic, sleep=time.sleep)
-    started = time.monotonic()
-    pending = check.start_background(MONITOR_API)
-    answer = pending.result(timeout_s=0.2)
-    assert answer == Unavailable(Reason.TIMEOUT, "ProMonitor did not answer in time")
-    assert time.monotonic() - started < 1.5
-    assert not pending.done()
-
-
-def test_a_crash_in_the_background_becomes_unavailable(state_dir, clock):
-    def broken() -> ProMonitorClient:
-        raise RuntimeError("boom")
-
-    check = CrossCheck(broken, open_pmcache(state_dir, KEY, clock=clock))
-    answer = check.start_background(MONITOR_API).result(timeout_s=10)
-    assert answer == Unavailable(Reason.UNREACHABLE, "ProMonitor cross-check failed: boom")
-    assert check.cache.peek(MONITOR, MONITOR_API).outcome.value == "granted"  # released
-
-
 # Gate ----------------------------------------------------------------------------------------
 
 

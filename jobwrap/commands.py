@@ -99,12 +99,11 @@ def pm_state(monitor) -> str:
 
 
 def render_promonitor(monitors) -> str:
-    table = [["NAME", "KIND", "STATUS", "EVERY", "URL", "ID"]]
-    for m in monitors:
-        table.append([m.name, m.kind, pm_state(m), f"{m.interval_seconds}s", m.url, m.id])
-    widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
-    return "".join("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip()
-                   + "\n" for row in table)
+    from jobwrap.views import table
+
+    rows = [[m.name, m.kind, pm_state(m), f"{m.interval_seconds}s", m.url, m.id]
+            for m in monitors]
+    return table(["NAME", "KIND", "STATUS", "EVERY", "URL", "ID"], rows)
 
 
 def _per_monitor(resolved: Resolved, name: str) -> dict:

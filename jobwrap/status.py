@@ -11,7 +11,7 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
 from jobwrap.history import History, RunRecord
-from jobwrap.views import human_duration, local_time, outcome
+from jobwrap.views import human_duration, local_time, outcome, table
 
 
 @dataclass(frozen=True)
@@ -135,7 +135,7 @@ def render_table(rows: list[MonitorRow], now: datetime | None = None) -> str:
                "RESULT", "PENDING", "LOCAL MED/P95"]
     if any(r.dependency for r in rows):
         headers.append("DEPENDENCY")
-    table = [headers]
+    lines = []
     for r in rows:
         if r.in_project is None:
             state = "-"
@@ -154,11 +154,8 @@ def render_table(rows: list[MonitorRow], now: datetime | None = None) -> str:
         ]
         if len(headers) > len(line):
             line.append(r.dependency or "-")
-        table.append(line)
-    widths = [max(len(row[i]) for row in table) for i in range(len(headers))]
-    out = ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip()
-           for row in table]
-    return "\n".join(out) + "\n"
+        lines.append(line)
+    return table(headers, lines)
 
 
 def _result(run: RunRecord | None) -> str:

@@ -53,7 +53,8 @@ def report_state(record: RunRecord) -> str:
     return record.report_status
 
 
-def _table(headers: list[str], rows: list[list[str]]) -> str:
+def table(headers: list[str], rows: list[list[str]]) -> str:
+    """Left-aligned columns two spaces apart, a header line first; no trailing blanks."""
     widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(headers)]
     lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)).rstrip()]
     for row in rows:
@@ -81,7 +82,7 @@ def history_table(records: list[RunRecord], command_width: int = 48) -> str:
             ]
         )
     headers = ["STARTED", "MONITOR", "RESULT", "DURATION", "REPORT", "RUN", "COMMAND"]
-    return _table(headers, rows)
+    return table(headers, rows)
 
 
 def run_details(r: RunRecord) -> str:

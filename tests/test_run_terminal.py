@@ -8,6 +8,8 @@ import select
 import signal
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import pytest
 
@@ -40,19 +42,14 @@ def read_until(fd: int, needle: bytes, timeout: float = 30) -> bytes:
     return seen
 
 
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux pty semantics")
-def test_child_reads_the_terminal_and_ctrl_c_reaches_it():
-    pid, master = pty.fork()  # the child gets a new session with the pty as controlling tty
+@contextmanager
+def jobwrap_on_a_pty(code: str) -> Iterator[tuple[int, int]]:
+    """`jobwrap run -- python -c CODE` in a new session whose controlling tty is a pty."""
+    pid, master = pty.fork()
     if pid == 0:
-        os.execv(sys.executable, [*JOBWRAP, "run", "--", sys.executable, "-c", CHILD])
+        os.execv(sys.executable, [*JOBWRAP, "run", "--", sys.executable, "-c", code])
     try:
-        read_until(master, b"name?")
-        os.write(master, b"ada\n")  # a child in a background group would be stopped here
-        read_until(master, b"hello ada")
-        os.write(master, b"\x03")  # Ctrl-C from the terminal
-        read_until(master, b"child got SIGINT")
-        _, status = os.waitpid(pid, 0)
-        assert os.waitstatus_to_exitcode(status) == 5
+        yield pid, master
     finally:
         try:
             os.kill(pid, 9)
@@ -60,6 +57,18 @@ def test_child_reads_the_terminal_and_ctrl_c_reaches_it():
         except (ProcessLookupError, ChildProcessError):
             pass
         os.close(master)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux pty semantics")
+def test_child_reads_the_terminal_and_ctrl_c_reaches_it():
+    with jobwrap_on_a_pty(CHILD) as (pid, master):
+        read_until(master, b"name?")
+        os.write(master, b"ada\n")  # a child in a background group would be stopped here
+        read_until(master, b"hello ada")
+        os.write(master, b"\x03")  # Ctrl-C from the terminal
+        read_until(master, b"child got SIGINT")
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 5
 
 
 def wait_stopped(pid: int, timeout: float = 30) -> bool:
@@ -82,10 +91,7 @@ for line in sys.stdin:
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux pty semantics")
 def test_ctrl_z_stops_jobwrap_with_its_child_and_sigcont_resumes_both():
-    pid, master = pty.fork()
-    if pid == 0:
-        os.execv(sys.executable, [*JOBWRAP, "run", "--", sys.executable, "-c", STOPPABLE])
-    try:
+    with jobwrap_on_a_pty(STOPPABLE) as (pid, master):
         read_until(master, b"ready")
         os.write(master, b"\x1a")  # Ctrl-Z: the child's group stops, then jobwrap stops itself
         assert wait_stopped(pid), "jobwrap did not stop with its child"
@@ -96,10 +102,3 @@ def test_ctrl_z_stops_jobwrap_with_its_child_and_sigcont_resumes_both():
         os.write(master, b"\x04")  # EOF ends the child normally
         _, status = os.waitpid(pid, 0)
         assert os.waitstatus_to_exitcode(status) == 0
-    finally:
-        try:
-            os.kill(pid, 9)
-            os.waitpid(pid, 0)
-        except (ProcessLookupError, ChildProcessError):
-            pass
-        os.close(master)

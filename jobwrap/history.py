@@ -305,10 +305,11 @@ def open_history(state_dir: Path) -> History:
         raise StateError(f"cannot open the history in {state_dir}: {_reason(exc)}") from None
     try:
         conn.row_factory = sqlite3.Row
-        sqlitedb.use_wal(conn)
-        sqlitedb.migrate(conn, path, _SCHEMA, SCHEMA_VERSION)
-    except sqlite3.Error as exc:
+        sqlitedb.prepare(conn, path, _SCHEMA, SCHEMA_VERSION)
+    except BaseException as exc:
         conn.close()
+        if not isinstance(exc, (OSError, sqlite3.Error)):
+            raise
         raise StateError(f"cannot use the history {path}: {_reason(exc)}") from None
     return History(conn, path)
 

@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import json
+import multiprocessing
+import os
 import shlex
 import sqlite3
 import subprocess
+from contextlib import closing
+from pathlib import Path
 
 import pytest
 
-from jobwrap.history import DB_NAME, SCHEMA_VERSION
+from jobwrap.errors import StateError
+from jobwrap.history import DB_NAME, SCHEMA_VERSION, RunRecord, open_history
 from tests.helpers import JOBWRAP, jobwrap, py
 
 
@@ -75,6 +80,32 @@ def test_forty_concurrent_runs_are_all_recorded():
     runs = history_json("--limit", "100")
     assert len(runs) == 40
     assert len({r["run_id"] for r in runs}) == 40
+
+
+def _open_fresh_history_at_once(state_dir: Path, barrier) -> str | None:
+    barrier.wait()  # all processes open the new file at the same instant
+    try:
+        with closing(open_history(state_dir)) as store:
+            store.add(RunRecord(run_id=f"r{os.getpid()}", job="j", monitor=None, command="true",
+                                host="h", started_at="2026-11-23T00:00:00Z", duration_ms=1,
+                                exit_code=0, metas=()))
+    except StateError as exc:
+        return str(exc)
+    return None
+
+
+def test_processes_creating_the_history_at_the_same_instant_all_record(tmp_path):
+    """Switching a new file to WAL fails at once (no busy wait) if another process reads it:
+    the set-up is serialised, so no opener of a fresh history loses its run."""
+    fork = multiprocessing.get_context("fork")
+    with fork.Manager() as manager, fork.Pool(4) as pool:
+        for round_no in range(25):
+            state = tmp_path / f"round{round_no}"
+            barrier = manager.Barrier(4)
+            errors = pool.starmap(_open_fresh_history_at_once, [(state, barrier)] * 4)
+            assert errors == [None] * 4, f"round {round_no}: {errors}"
+            with closing(open_history(state)) as store:
+                assert len(store.recent(limit=10)) == 4
 
 
 def test_unwritable_state_dir_warns_once_and_keeps_the_status(tmp_path):

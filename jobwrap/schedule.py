@@ -29,9 +29,11 @@ Daylight saving time, as croniter computes it in the schedule's zone (tested):
 * clocks go forward: a wall time inside the skipped hour fires at the first instant after it
   (``30 2 * * *`` in Paris fires at 03:00 that night), as cronie does; hourly and minutely
   schedules simply have no fire times in the missing hour;
-* clocks go back: a wall time inside the repeated hour fires in *both* passes, so
-  ``30 2 * * *`` runs twice that night (cronie runs it once).  Put fixed-time jobs outside
-  01:00-03:00 or under ``CRON_TZ=UTC`` when that matters.
+* clocks go back: as in cronie, a *fixed-time* job (no field of seconds, minute or hour
+  starts with ``*``) fires once, in the first pass: ``30 2 * * *`` runs at 02:30 summer
+  time only.  A *wildcard* job (``*/15 * * * *``, ``0 * * * *``, ``@hourly``) follows the
+  clock and fires in both passes, so it keeps its spacing in real time.  croniter itself
+  fires fixed times twice; :meth:`Schedule._skips` filters the second pass out.
 """
 
 from __future__ import annotations
@@ -198,13 +200,34 @@ class Schedule:
 
     def next_after(self, moment: datetime) -> datetime:
         """The first fire time strictly after ``moment``."""
-        fire: datetime = self._iterator(moment).get_next(datetime)
-        return fire
+        return self._step(self._iterator(moment), forward=True)
 
     def next_times(self, n: int, start: datetime | None = None) -> list[datetime]:
         """The next ``n`` fire times strictly after ``start`` (default: now), in order."""
         iterator = self._iterator(start or datetime.now(UTC))
-        return [iterator.get_next(datetime) for _ in range(n)]
+        return [self._step(iterator, forward=True) for _ in range(n)]
+
+    def _step(self, iterator: croniter, *, forward: bool) -> datetime:
+        """croniter's next (or previous) fire time, less the ones cronie would not fire."""
+        while True:
+            fire: datetime = iterator.get_next(datetime) if forward else iterator.get_prev(datetime)
+            if not self._skips(fire):
+                return fire
+
+    def _skips(self, fire: datetime) -> bool:
+        """A fixed-time job's fire time in the second pass of an hour the clocks repeat."""
+        return (
+            fire.fold == 1
+            and fire.replace(fold=0).utcoffset() != fire.utcoffset()
+            and self._is_fixed_time
+        )
+
+    @property
+    def _is_fixed_time(self) -> bool:
+        """cronie's rule: no seconds, minute or hour field starting with ``*``."""
+        fields = self._cron_text.split()
+        time_fields = fields[:3] if self.has_seconds else fields[:2]
+        return not any(f.startswith("*") for f in time_fields)
 
     def longest_gap(
         self, start: datetime | None = None, horizon: timedelta = DEFAULT_HORIZON
@@ -269,8 +292,8 @@ class Schedule:
             if probe <= covered_until:
                 continue  # inside the gap just measured: same pair of fire times
             iterator.set_current(probe.astimezone(self.zone), force=True)
-            before = iterator.get_prev(datetime)
-            after = iterator.get_next(datetime)  # the fire time right after ``before``
+            before = self._step(iterator, forward=False)
+            after = self._step(iterator, forward=True)  # the fire time right after ``before``
             gaps.append(_utc(after) - _utc(before))
             covered_until = _utc(after)
         return gaps

@@ -224,13 +224,35 @@ def test_spring_forward_moves_a_skipped_time_to_the_change() -> None:
     ]
 
 
-def test_fall_back_repeats_a_wall_time_in_both_passes() -> None:
-    # Documented croniter behaviour (cronie would run it once): 2024-10-27, 03:00 CEST
-    # becomes 02:00 CET, so 02:30 happens twice.
+def test_fall_back_runs_a_fixed_time_job_once_as_cronie_does() -> None:
+    # Paris, 2024-10-27: 03:00 CEST becomes 02:00 CET, so 02:30 happens twice; croniter
+    # alone would fire at both.
     schedule = parse_schedule("CRON_TZ=Europe/Paris 30 2 * * *")
-    first, second = schedule.next_times(2, at("2024-10-26T12:00", PARIS))
-    assert first.isoformat() == "2024-10-27T02:30:00+02:00"
-    assert second.isoformat() == "2024-10-27T02:30:00+01:00"
+    fires = schedule.next_times(2, at("2024-10-26T12:00", PARIS))
+    assert [f.isoformat() for f in fires] == [
+        "2024-10-27T02:30:00+02:00",
+        "2024-10-28T02:30:00+01:00",
+    ]
+    assert schedule.next_after(fires[0]) == fires[1]
+    with_seconds = parse_schedule("CRON_TZ=Europe/Paris 0 30 2 * * *", allow_seconds=True)
+    assert with_seconds.next_times(2, at("2024-10-26T12:00", PARIS)) == fires
+    # 25 real hours between the two runs, and doctor's gap says so.
+    assert schedule.longest_gap(at("2024-10-20T00:00")) == timedelta(hours=25)
+
+
+def test_fall_back_runs_a_wildcard_job_in_both_passes() -> None:
+    # cronie's other half of the rule: a job with * in its minute or hour follows the clock.
+    every_20 = parse_schedule("CRON_TZ=Europe/Paris */20 2 * * *")
+    fires = every_20.next_times(6, at("2024-10-27T01:59", PARIS))
+    assert [f.isoformat() for f in fires] == [
+        "2024-10-27T02:00:00+02:00", "2024-10-27T02:20:00+02:00", "2024-10-27T02:40:00+02:00",
+        "2024-10-27T02:00:00+01:00", "2024-10-27T02:20:00+01:00", "2024-10-27T02:40:00+01:00",
+    ]
+    hourly = parse_schedule("CRON_TZ=Europe/Paris @hourly")
+    fires = hourly.next_times(3, at("2024-10-27T01:30", PARIS))
+    assert [f.isoformat() for f in fires] == [
+        "2024-10-27T02:00:00+02:00", "2024-10-27T02:00:00+01:00", "2024-10-27T03:00:00+01:00",
+    ]
 
 
 def test_longest_gap_counts_dst_as_elapsed_time() -> None:

@@ -390,8 +390,17 @@ class PmCache:
 
     @contextmanager
     def _read(self) -> Iterator[sqlite3.Connection]:
+        """A read transaction: every SELECT in it sees the same snapshot (WAL: no lock wait).
+
+        In autocommit mode each statement would see its own: a fetch that ends between two of
+        them reads as "no entry, and nobody fetching".
+        """
         with self._connection() as db:
-            yield db
+            db.execute("BEGIN")
+            try:
+                yield db
+            finally:
+                db.execute("COMMIT")
 
     @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:

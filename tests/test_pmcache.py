@@ -303,3 +303,35 @@ def test_reserve_says_blocked_and_spent_without_taking_a_slot(cache, clock):
     assert cache.peek(MONITOR, MONITOR_ID).outcome is Outcome.SPENT
     assert cache.reserve(MONITOR, MONITOR_ID, hold_s=5).outcome is Outcome.SPENT
     assert cache.requests_in_window() == 2
+
+
+def test_peek_reads_one_snapshot_while_a_fetch_ends(state_dir, cache, clock):
+    """peek's reads form one snapshot: a fetch ending between them (entry stored, marker
+    gone) was once seen as "no entry, no fetch, budget spent" by a waiting process."""
+    assert cache.try_acquire() and cache.try_acquire()  # the budget is spent from here on
+    key = (token_hash(KEY), MONITOR, MONITOR_ID)
+    stop = threading.Event()
+
+    def start_a_fetch(db: sqlite3.Connection) -> None:  # no entry, a marker
+        db.execute("BEGIN IMMEDIATE")
+        db.execute("DELETE FROM entries WHERE token_hash=? AND kind=? AND monitor_id=?", key)
+        db.execute("INSERT OR REPLACE INTO flights VALUES (?, ?, ?, ?, NULL, NULL)",
+                   (*key, clock.now + 60))
+        db.execute("COMMIT")
+
+    def fetches_ending_and_starting(db: sqlite3.Connection) -> None:
+        while not stop.is_set():
+            cache.put_monitor(MONITOR_ID, a_monitor())  # the fetch ends: entry in, marker out
+            start_a_fetch(db)
+
+    db = sqlite3.connect(state_dir / DB_NAME, isolation_level=None, check_same_thread=False)
+    start_a_fetch(db)
+    writer = threading.Thread(target=fetches_ending_and_starting, args=(db,))
+    writer.start()
+    try:
+        seen = {cache.peek(MONITOR, MONITOR_ID).outcome for _ in range(3000)}
+    finally:
+        stop.set()
+        writer.join()
+        db.close()
+    assert seen <= {Outcome.BUSY, Outcome.FRESH}, seen

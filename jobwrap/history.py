@@ -305,7 +305,7 @@ def open_history(state_dir: Path) -> History:
         raise StateError(f"cannot open the history in {state_dir}: {_reason(exc)}") from None
     try:
         conn.row_factory = sqlite3.Row
-        sqlitedb.prepare(conn, path, _SCHEMA, SCHEMA_VERSION)
+        sqlitedb.prepare(conn, path, _SCHEMA, SCHEMA_VERSION, BUSY_TIMEOUT_MS / 1000)
     except BaseException as exc:
         conn.close()
         if not isinstance(exc, (OSError, sqlite3.Error)):

@@ -129,7 +129,7 @@ def acquire(
     path = lock_path(state_dir, name)
     fd = _open(path)
     try:
-        if not _wait_for_lock(fd, wait_s or 0.0, monotonic, sleep):
+        if not wait_for_flock(fd, wait_s or 0.0, monotonic, sleep):
             os.close(fd)
             return None
         _write_holder(fd, name, run_id)
@@ -171,9 +171,13 @@ def _open(path: Path) -> int:
         raise StateError(f"cannot open lock file {path}: {exc.strerror}") from None
 
 
-def _wait_for_lock(
-    fd: int, wait_s: float, monotonic: Callable[[], float], sleep: Callable[[float], None]
+def wait_for_flock(
+    fd: int,
+    wait_s: float,
+    monotonic: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], None] = time.sleep,
 ) -> bool:
+    """Take an exclusive ``flock`` on ``fd`` within ``wait_s`` seconds (0: one attempt)."""
     deadline = monotonic() + wait_s
     interval = POLL_MIN_S
     while True:

@@ -441,7 +441,7 @@ def open_pmcache(
     try:
         state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         with closing(_connect(path)) as db:
-            sqlitedb.prepare(db, path, _SCHEMA, SCHEMA_VERSION)
+            sqlitedb.prepare(db, path, _SCHEMA, SCHEMA_VERSION, BUSY_TIMEOUT_MS / 1000)
     except (OSError, sqlite3.Error) as exc:
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
         raise StateError(f"cannot open the ProMonitor cache {path}: {reason}") from None

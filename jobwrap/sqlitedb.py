@@ -33,18 +33,22 @@ def connect(path: Path, busy_timeout_ms: int) -> sqlite3.Connection:
     return conn
 
 
-def prepare(conn: sqlite3.Connection, path: Path, schema: str, version: int) -> None:
+def prepare(
+    conn: sqlite3.Connection, path: Path, schema: str, version: int, wait_s: float
+) -> None:
     """Make the file ready (WAL mode, the schema), one process at a time.
 
     Every opener takes the side lock, even for a file long set up (an ``flock`` costs
     microseconds): a process merely reading the file while another switches it to WAL would
-    make that switch fail.  Raises sqlite3.Error, StateError for a file of a newer jobwrap,
-    OSError if the side lock file cannot be made for another reason than permissions.
+    make that switch fail.  The lock is held for two reads, or for the set-up of a new file;
+    a holder that is stopped (Ctrl-Z) delays the others ``wait_s`` at most.  Raises
+    sqlite3.Error; StateError for a file of a newer jobwrap or a lock not had in time; OSError
+    if the side lock file cannot be made for another reason than permissions.
     """
     fd = _open_side_lock(f"{path}.setup-lock")
     try:
         if fd is not None:
-            fcntl.flock(fd, fcntl.LOCK_EX)  # held for milliseconds; released by os.close
+            _lock_side_file(fd, path, wait_s)  # released by os.close
         found = conn.execute("PRAGMA user_version").fetchone()[0]
         if found > version:
             raise StateError(f"{path} was written by a newer jobwrap (schema {found})")
@@ -55,6 +59,18 @@ def prepare(conn: sqlite3.Connection, path: Path, schema: str, version: int) -> 
     finally:
         if fd is not None:
             os.close(fd)
+
+
+def _lock_side_file(fd: int, path: Path, wait_s: float) -> None:
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return
+    except BlockingIOError:
+        pass  # another process opens it right now: wait (a rare path, hence the late import)
+    from jobwrap.lock import wait_for_flock
+
+    if not wait_for_flock(fd, wait_s):
+        raise StateError(f"{path}: another process held its set-up lock for {wait_s:g} s")
 
 
 def _open_side_lock(name: str) -> int | None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
 import multiprocessing
 import os
@@ -13,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from jobwrap import sqlitedb
 from jobwrap.errors import StateError
 from jobwrap.history import DB_NAME, SCHEMA_VERSION, RunRecord, open_history
 from tests.helpers import JOBWRAP, jobwrap, py
@@ -184,3 +186,19 @@ def test_output_is_kept_for_the_twenty_most_recent_runs_of_each_job(state_dir):
         store.close()
     assert kept == {f"a-{i:03d}" for i in range(2, KEEP_OUTPUT_RUNS + 2)} | {"b-000", "b-001",
                                                                             "b-002"}
+
+
+def test_a_stopped_process_holding_the_set_up_lock_delays_others_boundedly(tmp_path):
+    """A holder stopped mid-set-up (Ctrl-Z) must not hang every later job."""
+    path = tmp_path / DB_NAME
+    holder = os.open(f"{path}.setup-lock", os.O_RDWR | os.O_CREAT)
+    fcntl.flock(holder, fcntl.LOCK_EX)
+    try:
+        with closing(sqlitedb.connect(path, 1000)) as conn, \
+                pytest.raises(StateError, match="set-up lock for 0.2 s"):
+            sqlitedb.prepare(conn, path, "CREATE TABLE t (x)", 1, wait_s=0.2)
+    finally:
+        os.close(holder)
+    with closing(sqlitedb.connect(path, 1000)) as conn:
+        sqlitedb.prepare(conn, path, "CREATE TABLE t (x)", 1, wait_s=0.2)
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"

@@ -306,11 +306,12 @@ def open_history(state_dir: Path) -> History:
     try:
         conn.row_factory = sqlite3.Row
         sqlitedb.prepare(conn, path, _SCHEMA, SCHEMA_VERSION, BUSY_TIMEOUT_MS / 1000)
-    except BaseException as exc:
+    except (OSError, sqlite3.Error) as exc:
         conn.close()
-        if not isinstance(exc, (OSError, sqlite3.Error)):
-            raise
         raise StateError(f"cannot use the history {path}: {_reason(exc)}") from None
+    except BaseException:  # StateError (a newer schema, the set-up lock) or an interrupt
+        conn.close()
+        raise
     return History(conn, path)
 
 

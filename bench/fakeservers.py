@@ -3,13 +3,11 @@
 The fakes live in ``tests/fakes`` (repo root put on ``sys.path``); this module only adds what
 a benchmark needs on top of them:
 
-* :class:`KeepAliveIdlemon` speaks HTTP/1.1 with keep-alive, as the real API behind its web
-  server does. The test fake speaks HTTP/1.0 (``BaseHTTPRequestHandler``'s default), which
-  closes the connection after every answer, so a client could never reuse one there. It also
-  counts TCP connections (one handler per accepted connection) and notes the client port of
-  every request, so "one connection reused" is observed, not assumed. Nagle is off on its
-  sockets (``TCP_NODELAY``, as production web servers set it): with keep-alive, Nagle plus the
-  client's delayed ACK would add ~40 ms per answer and the bench would measure the fake.
+* :class:`KeepAliveIdlemon` is the test fake in its ``keep_alive`` mode: HTTP/1.1 with
+  keep-alive and ``TCP_NODELAY``, as the real API behind its web server does (the tests use
+  HTTP/1.0 by default, a connection per answer). It also counts TCP connections (one handler
+  per accepted connection) and notes the client port of every request, so "one connection
+  reused" is observed, not assumed.
 * :class:`SlowProMonitor` answers every request after a fixed delay, with a rate limit far
   above anything the bench sends (the budget under test is jobwrap's own, not the server's).
 """
@@ -43,9 +41,6 @@ __all__ = [
 
 
 class _KeepAliveHandler(_Handler):
-    protocol_version = "HTTP/1.1"  # keep the connection open between requests
-    disable_nagle_algorithm = True
-
     def setup(self) -> None:
         super().setup()
         self.server.note_connection(self.client_address)  # type: ignore[attr-defined]
@@ -59,7 +54,7 @@ class KeepAliveIdlemon(IdlemonServer):
     """The fake Idlemon over HTTP/1.1 keep-alive, counting connections and request ports."""
 
     def __init__(self, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
+        super().__init__(keep_alive=True, **kwargs)
         assert self.server_address[0] == LOOPBACK
         self.RequestHandlerClass = _KeepAliveHandler
         self._conn_lock = threading.Lock()

@@ -130,6 +130,26 @@ def test_outage_keeps_reports_and_a_later_successful_run_delivers_them_once(idle
     assert len(idlemon.logs) == 4
 
 
+def test_a_backlog_is_delivered_over_one_kept_alive_connection(monkeypatch):
+    """The run's own report and the backlog after it share one connection; so does a flush."""
+    with IdlemonServer(keep_alive=True) as server:
+        monkeypatch.setenv("JOBWRAP_IDLEMON_TOKEN", TOKEN)
+        outage = {"JOBWRAP_IDLEMON_URL": CLOSED_PORT_URL}
+        for _ in range(3):
+            jobwrap("run", "-m", "bar", "--report-timeout", "1s", "--", "true", env=outage)
+        up = {"JOBWRAP_IDLEMON_URL": server.api_url}
+        assert jobwrap("run", "-m", "bar", "--", "true", env=up).returncode == 0
+        after_run = posts(server)
+        assert len(after_run) == 4
+        assert len({r.peer_port for r in after_run}) == 1
+        for _ in range(3):
+            jobwrap("run", "-m", "bar", "--report-timeout", "1s", "--", "true", env=outage)
+        assert jobwrap("flush", env=up).stdout.startswith(b"delivered 3,")
+        by_flush = posts(server)[4:]
+        assert len(by_flush) == 3 and len({r.peer_port for r in by_flush}) == 1
+        assert by_flush[0].peer_port != after_run[0].peer_port  # a new process, a new connection
+
+
 def test_a_failing_run_does_not_deliver_the_backlog(idlemon, env):
     jobwrap("run", "-m", "bar", "--report-timeout", "1s", "--", "true",
             env={"JOBWRAP_IDLEMON_URL": CLOSED_PORT_URL})

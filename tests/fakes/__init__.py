@@ -37,6 +37,7 @@ class RecordedRequest:
     headers: dict[str, str]
     body: Any
     raw_body: bytes
+    peer_port: int = 0  # the client's port: requests sharing one are on one connection
 
     def header(self, name: str) -> str | None:
         """Case-insensitive header lookup."""
@@ -114,14 +115,16 @@ class FakeClock:
 class FakeServer(ThreadingHTTPServer):
     """A recording HTTP server on 127.0.0.1; answers ``{"ok": true}`` unless a reply is planned.
 
-    Subclasses imitate an API by overriding :meth:`route`.
+    Subclasses imitate an API by overriding :meth:`route`.  It speaks HTTP/1.0 (a connection
+    per request) unless ``keep_alive``: then HTTP/1.1, and a client may reuse its connection.
     """
 
     # Non-daemon handler threads, so server_close() joins them: no thread outlives a test.
     daemon_threads = False
 
-    def __init__(self) -> None:
+    def __init__(self, *, keep_alive: bool = False) -> None:
         super().__init__((LOOPBACK, 0), _Handler)
+        self.keep_alive = keep_alive
         self._lock = threading.Lock()
         self._received: list[RecordedRequest] = []
         self._planned: collections.deque[Reply] = collections.deque()
@@ -212,6 +215,14 @@ class _Handler(BaseHTTPRequestHandler):
     server: FakeServer
     timeout = 5  # a connection that never sends a request cannot hold close() for long
 
+    def setup(self) -> None:
+        if self.server.keep_alive:
+            self.protocol_version = "HTTP/1.1"
+            # As production servers do: else Nagle against the client's delayed ACK adds
+            # ~40 ms to every answer on a kept-alive connection.
+            self.disable_nagle_algorithm = True
+        super().setup()
+
     def do_GET(self) -> None:
         self._serve()
 
@@ -239,7 +250,8 @@ class _Handler(BaseHTTPRequestHandler):
             body = json.loads(raw) if raw else None
         except ValueError:
             body = None
-        return RecordedRequest(self.command, self.path, dict(self.headers.items()), body, raw)
+        return RecordedRequest(self.command, self.path, dict(self.headers.items()), body, raw,
+                               peer_port=self.client_address[1])
 
     def _write(self, reply: Reply) -> None:
         self.send_response(reply.status)

@@ -61,8 +61,10 @@ class StoredLog:
 class IdlemonServer(FakeServer):
     """Fake Idlemon for one project.  ``project`` is wire-format JSON that tests may alter."""
 
-    def __init__(self, token: str = TOKEN, project: dict[str, Any] | None = None) -> None:
-        super().__init__()
+    def __init__(
+        self, token: str = TOKEN, project: dict[str, Any] | None = None, *, keep_alive: bool = False
+    ) -> None:
+        super().__init__(keep_alive=keep_alive)
         self.token = token
         self.project = project if project is not None else default_project()
         self._logs_lock = threading.Lock()

@@ -99,8 +99,9 @@ def _open_fresh_history_at_once(state_dir: Path, barrier) -> str | None:
 def test_processes_creating_the_history_at_the_same_instant_all_record(tmp_path):
     """Switching a new file to WAL fails at once (no busy wait) if another process reads it:
     the set-up is serialised, so no opener of a fresh history loses its run."""
-    fork = multiprocessing.get_context("fork")
-    with fork.Manager() as manager, fork.Pool(4) as pool:
+    # Not fork: a thread another test left behind could hold a lock the children then inherit.
+    spawn = multiprocessing.get_context("spawn")
+    with spawn.Manager() as manager, spawn.Pool(4) as pool:
         for round_no in range(25):
             state = tmp_path / f"round{round_no}"
             barrier = manager.Barrier(4)

@@ -31,19 +31,19 @@ def status(resolved: Resolved, as_json: bool) -> tuple[str, int]:
         problem = "no Idlemon token: showing local runs only"
     else:
         problem = "no Idlemon project (--project or JOBWRAP_IDLEMON_PROJECT): local runs only"
+    per_monitor = _monitor_settings(configured_monitors())
     try:
         history = open_history(resolved["state_dir"])
     except JobwrapError as exc:
         history = None
         problem = (problem + "; " if problem else "") + str(exc)
     try:
-        intervals = _per_monitor(resolved, "interval")
-        rows = build_rows(project, history, intervals)
+        rows = build_rows(project, history, _per_monitor(per_monitor, "interval"))
     finally:
         if history is not None:
             history.close()
     pm_monitors, pm_problem = promonitor_monitors(resolved)
-    rows = link_dependencies(rows, pm_monitors, _per_monitor(resolved, "promonitor"))
+    rows = link_dependencies(rows, pm_monitors, _per_monitor(per_monitor, "promonitor"))
     problems = [p for p in (problem, pm_problem) if p]
     code = ExitStatus.OK if not problems else ExitStatus.FAILURE
     if as_json:
@@ -106,14 +106,14 @@ def render_promonitor(monitors) -> str:
     return table(["NAME", "KIND", "STATUS", "EVERY", "URL", "ID"], rows)
 
 
-def _per_monitor(resolved: Resolved, name: str) -> dict:
-    """A setting's value for each monitor that has a config section, where it is set."""
-    values = {}
-    for slug in configured_monitors():
-        value = resolve({"monitor": slug})[name]
-        if value:
-            values[slug] = value
-    return values
+def _monitor_settings(slugs: list[str]) -> dict[str, Resolved]:
+    """Each configured monitor's settings (its section over the general ones), resolved once."""
+    return {slug: resolve({"monitor": slug}) for slug in slugs}
+
+
+def _per_monitor(settings: dict[str, Resolved], name: str) -> dict:
+    """A setting's value for each monitor, where it is set."""
+    return {slug: each[name] for slug, each in settings.items() if each[name]}
 
 
 def flush(resolved: Resolved, *, monitor: str | None, budget_s: float,
@@ -160,18 +160,19 @@ def doctor(resolved: Resolved) -> tuple[str, int]:
 
     findings: list[Finding] = [Finding(False, w) for w in resolved.warnings]
     try:
-        monitors = configured_monitors()
+        configured = configured_monitors()
     except ConfigError as exc:
         findings.append(Finding(False, str(exc)))
-        monitors = []
+        configured = []
+    per_monitor = _monitor_settings(configured)
     findings += list(check_state_dir(resolved))
-    monitors = sorted(set(monitors) | set(_latest_runs(resolved)))
-    schedules = {slug: run.schedule for slug, run in _latest_runs(resolved).items()
-                 if run.schedule}
-    schedules.update(_per_monitor(resolved, "schedule"))
+    latest = _latest_runs(resolved)
+    monitors = sorted(set(configured) | set(latest))
+    schedules = {slug: run.schedule for slug, run in latest.items() if run.schedule}
+    schedules.update(_per_monitor(per_monitor, "schedule"))
     findings += list(check_idlemon(resolved, monitors, schedules,
-                                   _per_monitor(resolved, "interval")))
-    findings += list(check_promonitor(resolved, _per_monitor(resolved, "promonitor")))
+                                   _per_monitor(per_monitor, "interval")))
+    findings += list(check_promonitor(resolved, _per_monitor(per_monitor, "promonitor")))
     return "".join(f.line() + "\n" for f in findings), worst(findings)
 
 

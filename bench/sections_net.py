@@ -58,7 +58,7 @@ def _pending_history(directory: Path, count: int) -> set[str]:
     They read as the backlog of an outage: one successful run a minute, the newest a minute
     ago (so each report also carries the late-delivery metas ``ran_at``/``delayed_s``).
     """
-    from jobwrap.history import RunRecord, open_history
+    from jobwrap.store.history import RunRecord, open_history
 
     host = os.uname().nodename
     now = datetime.now(UTC)
@@ -87,7 +87,7 @@ def _pending_history(directory: Path, count: int) -> set[str]:
 def flush(ctx: Context) -> list[Row]:
     from fakeservers import KeepAliveIdlemon
 
-    from jobwrap.history import open_history
+    from jobwrap.store.history import open_history
 
     template = ctx.workdir / "flush-template"
     ctx.say(f"flush: writing {FLUSH_REPORTS:,} pending reports with History.add")
@@ -215,8 +215,8 @@ def report(ctx: Context) -> list[Row]:
 def promonitor(ctx: Context) -> list[Row]:
     from fakeservers import MONITOR_API, PROMONITOR_KEY, SlowProMonitor
 
-    from jobwrap.history import open_history
     from jobwrap.pmcache import open_pmcache
+    from jobwrap.store.history import open_history
 
     rounds = 8 if not ctx.quick else 4
     job = ("sleep", str(PROMONITOR_JOB_S))

@@ -276,7 +276,7 @@ class _history:
 
     def __enter__(self):
         from jobwrap.config import resolve
-        from jobwrap.history import open_history
+        from jobwrap.store.history import open_history
 
         self.store = open_history(resolve({})["state_dir"])
         return self.store

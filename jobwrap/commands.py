@@ -6,8 +6,8 @@ import json
 
 from jobwrap.config import Resolved, configured_monitors, resolve
 from jobwrap.errors import ApiError, ConfigError, ExitStatus, JobwrapError
-from jobwrap.history import open_history
 from jobwrap.report import ReportSettings
+from jobwrap.store.history import open_history
 
 
 def _report_settings_for(slug: str) -> ReportSettings:

@@ -290,7 +290,7 @@ def resolve(
         values[setting.name] = value
         sources[setting.name] = source
     if values["state_dir"] is None:
-        from jobwrap.history import default_state_dir
+        from jobwrap.store.history import default_state_dir
 
         values["state_dir"] = default_state_dir(env)
     metas, counts = _monitor_patterns(files, values["monitor"])

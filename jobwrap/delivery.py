@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from jobwrap.errors import ApiError, ConfigError
-from jobwrap.history import History, RunRecord
 from jobwrap.report import LEASE_MARGIN_S, ReportSettings, log_body
+from jobwrap.store.history import History, RunRecord
 
 
 @dataclass

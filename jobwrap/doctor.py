@@ -22,7 +22,7 @@ Check = Callable[[Resolved], Iterator[Finding]]
 
 
 def check_state_dir(resolved: Resolved) -> Iterator[Finding]:
-    from jobwrap.history import open_history
+    from jobwrap.store.history import open_history
 
     state_dir = resolved["state_dir"]
     try:

@@ -20,10 +20,10 @@ from typing import TYPE_CHECKING
 from jobwrap.analysis import Kind, PatternSpec, check_unique, parse_pattern_spec
 from jobwrap.config import Resolved
 from jobwrap.errors import ExitStatus, JobwrapError, UsageError
-from jobwrap.history import History, RunRecord, open_history
 from jobwrap.proctree import signal_name
 from jobwrap.report import BACKLOG_PER_RUN, LEASE_MARGIN_S, ReportSettings, wants_report
 from jobwrap.runner import RunResult, RunSpec, new_run_id, run_command
+from jobwrap.store.history import History, RunRecord, open_history
 
 if TYPE_CHECKING:  # imported only when --promonitor is used
     from jobwrap.dependency import DependencySettings
@@ -234,7 +234,7 @@ def _run_guarded(settings: RunSettings, guard: _SignalGuard, warn: Warn) -> RunR
 
 def _take_lock(settings: RunSettings, warn: Warn):
     """The JobLock, or the record of the skipped run when it cannot be had."""
-    from jobwrap import lock as locks
+    from jobwrap.store import lock as locks
 
     assert settings.lock is not None
     try:

@@ -33,9 +33,9 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any, Generic, TypeVar
 
-from jobwrap import sqlitedb
 from jobwrap.errors import JobwrapError, StateError
 from jobwrap.promonitor import PmCheck, PmMonitor
+from jobwrap.store import sqlite as sqlitedb
 
 T = TypeVar("T")
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from jobwrap.history import RunRecord
+from jobwrap.store.history import RunRecord
 
 LEASE_MARGIN_S = 30.0  # a claim outlives the budget by this much before others may take it
 BACKLOG_PER_RUN = 20  # bounded work per run: the oldest pending reports of its monitor

@@ -10,7 +10,7 @@ import statistics
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
-from jobwrap.history import History, RunRecord
+from jobwrap.store.history import History, RunRecord
 from jobwrap.views import human_duration, local_time, outcome, table
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from datetime import datetime
 
-from jobwrap.history import RunRecord
+from jobwrap.store.history import RunRecord
 
 
 def history_json(records: list[RunRecord]) -> str:

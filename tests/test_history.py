@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from jobwrap import sqlitedb
 from jobwrap.errors import StateError
-from jobwrap.history import DB_NAME, SCHEMA_VERSION, RunRecord, open_history
+from jobwrap.store import sqlite as sqlitedb
+from jobwrap.store.history import DB_NAME, SCHEMA_VERSION, RunRecord, open_history
 from tests.helpers import JOBWRAP, jobwrap, py
 
 
@@ -170,7 +170,7 @@ def test_summary_json_is_the_record(tmp_path):
 def test_output_is_kept_for_the_twenty_most_recent_runs_of_each_job(state_dir):
     from datetime import UTC, datetime, timedelta
 
-    from jobwrap.history import KEEP_OUTPUT_RUNS, RunRecord, open_history
+    from jobwrap.store.history import KEEP_OUTPUT_RUNS, RunRecord, open_history
 
     store = open_history(state_dir)
     start = datetime.now(UTC) - timedelta(days=1)  # well within the 90 days kept

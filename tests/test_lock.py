@@ -11,14 +11,14 @@ from pathlib import Path
 
 import pytest
 
-from jobwrap import lock
 from jobwrap.errors import StateError
+from jobwrap.store import lock
 
 # Takes the lock, says so, and keeps it until its stdin closes.
 HOLDER = """
 import sys
 from pathlib import Path
-from jobwrap.lock import acquire
+from jobwrap.store.lock import acquire
 held = acquire(Path(sys.argv[1]), sys.argv[2], run_id="run-holder")
 print("locked" if held else "busy", flush=True)
 sys.stdin.read()
@@ -29,7 +29,7 @@ sys.stdin.read()
 JOBWRAP_LIKE = """
 import sys
 from pathlib import Path
-from jobwrap.lock import acquire
+from jobwrap.store.lock import acquire
 from jobwrap.runner import RunSpec, run_command
 held = acquire(Path(sys.argv[1]), "job", run_id="run-a")
 child = "import os, sys; print(os.getpid(), flush=True); sys.stdin.read()"

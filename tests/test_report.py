@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from jobwrap.history import DB_NAME
+from jobwrap.store.history import DB_NAME
 from tests.fakes import Reply
 from tests.fakes.idlemon_server import PROJECT_ID, TOKEN, IdlemonServer
 from tests.helpers import JOBWRAP, jobwrap

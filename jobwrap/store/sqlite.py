@@ -67,7 +67,7 @@ def _lock_side_file(fd: int, path: Path, wait_s: float) -> None:
         return
     except BlockingIOError:
         pass  # another process opens it right now: wait (a rare path, hence the late import)
-    from jobwrap.lock import wait_for_flock
+    from jobwrap.store.lock import wait_for_flock
 
     if not wait_for_flock(fd, wait_s):
         raise StateError(f"{path}: another process held its set-up lock for {wait_s:g} s")

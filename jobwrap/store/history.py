@@ -21,8 +21,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from jobwrap import sqlitedb
 from jobwrap.errors import StateError
+from jobwrap.store import sqlite as sqlitedb
 
 SCHEMA_VERSION = 1
 DB_NAME = "history.sqlite3"

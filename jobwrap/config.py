@@ -394,7 +394,7 @@ def mask(secret: str | None) -> str:
     """Show that a secret is set without showing it (the same rule as request dumps)."""
     if not secret:
         return "(not set)"
-    from jobwrap.http import mask_secret
+    from jobwrap.net.http import mask_secret
 
     return mask_secret(secret)
 

@@ -44,7 +44,7 @@ class Deliverer:
 
     def deliver(self, records: list[RunRecord], owner: str) -> DeliveryOutcome:
         """Deliver in order; after a transient failure the rest stay pending (an outage)."""
-        from jobwrap.http import retry
+        from jobwrap.net.http import retry
 
         outcome = DeliveryOutcome()
         for index, rec in enumerate(records):
@@ -152,8 +152,8 @@ class ClientPool:
         self.clients: dict[tuple[str, str], object] = {}
 
     def __call__(self, slug: str):
-        from jobwrap.http import make_session
         from jobwrap.idlemon import IdlemonClient
+        from jobwrap.net.http import make_session
 
         if slug not in self.settings:
             self.settings[slug] = self.settings_for(slug)  # config files read once per monitor

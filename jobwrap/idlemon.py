@@ -1,7 +1,7 @@
 """Idlemon client: post an activity log for a monitor, read a project and its monitors.
 
 A log means "this job was active"; Idlemon has no failure endpoint and no idempotency, so a
-retried POST may store the log twice (see :func:`jobwrap.http.retry`).  Logs carry no run
+retried POST may store the log twice (see :func:`jobwrap.net.http.retry`).  Logs carry no run
 time: a log delivered late is received "now", so its metas should say it is late.
 """
 
@@ -14,12 +14,12 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from jobwrap.errors import AuthError, ConfigError, NotFoundError
-from jobwrap.http import (
+from jobwrap.net.http import (
     ApiClient,
     PreparedCall,
     send_json,
 )
-from jobwrap.jsonfields import JsonRecord
+from jobwrap.net.jsonfields import JsonRecord
 
 if TYPE_CHECKING:
     pass
@@ -138,7 +138,7 @@ class IdlemonClient(ApiClient):
         """Post one activity log.  ``timeout`` caps this attempt's timeouts, in seconds.
 
         Raises NotFoundError "no Idlemon monitor with slug 'x'", AuthError, and the other
-        errors of :func:`jobwrap.http.send_json`.
+        errors of :func:`jobwrap.net.http.send_json`.
         """
         call = self.log_request(slug, duration_s, metas)
         try:
@@ -153,7 +153,7 @@ class IdlemonClient(ApiClient):
         """Read a project and its monitors.
 
         Raises NotFoundError "no Idlemon project 'id'", AuthError, and the other errors of
-        :func:`jobwrap.http.send_json`.
+        :func:`jobwrap.net.http.send_json`.
         """
         quoted = urllib.parse.quote(project_id, safe="")
         call = PreparedCall("GET", f"{self.base_url}/projects/{quoted}", self._headers())

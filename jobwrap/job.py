@@ -74,7 +74,7 @@ def build_run_settings(
         raise UsageError("no command given: jobwrap run [OPTIONS] -- COMMAND [ARG]...")
     patterns = _patterns(resolved, meta_flags, count_flags)
     if resolved["monitor"] and resolved["idlemon_token"]:
-        from jobwrap.http import check_base_url
+        from jobwrap.net.http import check_base_url
 
         check_base_url(resolved["idlemon_url"], "Idlemon")
     schedule = resolved["schedule"]
@@ -145,7 +145,7 @@ def _dependency_settings(resolved: Resolved) -> DependencySettings | None:
             raise UsageError("--require-up needs --promonitor ID (or promonitor in the config)")
         return None
     from jobwrap.dependency import DependencySettings
-    from jobwrap.http import check_base_url
+    from jobwrap.net.http import check_base_url
 
     check_base_url(resolved["promonitor_url"], "ProMonitor")
     return DependencySettings(

@@ -15,13 +15,13 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from jobwrap.errors import AuthError, ConfigError, NotFoundError
-from jobwrap.http import (
+from jobwrap.net.http import (
     ApiClient,
     PreparedCall,
     Response,
     send_json,
 )
-from jobwrap.jsonfields import JsonRecord, json_records
+from jobwrap.net.jsonfields import JsonRecord, json_records
 
 if TYPE_CHECKING:
     pass

@@ -1,4 +1,4 @@
-"""jobwrap.http against a real HTTP server on 127.0.0.1: session, status mapping, retry policy."""
+"""jobwrap.net.http against a real HTTP server on 127.0.0.1: session, status mapping, retries."""
 
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ from jobwrap.errors import (
     RejectedError,
     TransientApiError,
 )
-from jobwrap.http import (
+from jobwrap.net.http import (
     DEFAULT_TIMEOUT,
     PreparedCall,
     Timeout,
@@ -33,7 +33,7 @@ from jobwrap.http import (
     safe_url,
     send_json,
 )
-from jobwrap.jsonfields import JsonRecord, json_records
+from jobwrap.net.jsonfields import JsonRecord, json_records
 from tests.fakes import FakeClock, FakeServer, Reply, json_error
 
 SECRET = "0123456789abcdef0123456789abcdef"
@@ -62,7 +62,7 @@ def get(session, server: FakeServer, **kwargs):
 
 def test_importing_the_api_modules_does_not_import_requests():
     code = (
-        "import sys, jobwrap.http, jobwrap.idlemon, jobwrap.promonitor\n"
+        "import sys, jobwrap.net.http, jobwrap.idlemon, jobwrap.promonitor\n"
         "print(sorted(m for m in ('requests', 'urllib3', 'ssl') if m in sys.modules))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

@@ -17,8 +17,8 @@ from jobwrap.errors import (
     RejectedError,
     TransientApiError,
 )
-from jobwrap.http import make_session, retry
 from jobwrap.idlemon import IdlemonClient, LogMeta, check_token_format
+from jobwrap.net.http import make_session, retry
 from tests.fakes import FakeClock, Reply, json_error
 from tests.fakes.idlemon_server import PROJECT_ID, TOKEN, IdlemonServer, StoredLog
 

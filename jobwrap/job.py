@@ -17,9 +17,9 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from jobwrap.analysis import Kind, PatternSpec, check_unique, parse_pattern_spec
 from jobwrap.config import Resolved
 from jobwrap.errors import ExitStatus, JobwrapError, UsageError
+from jobwrap.output.patterns import Kind, PatternSpec, check_unique, parse_pattern_spec
 from jobwrap.proctree import signal_name
 from jobwrap.report import BACKLOG_PER_RUN, LEASE_MARGIN_S, ReportSettings, wants_report
 from jobwrap.runner import RunResult, RunSpec, new_run_id, run_command

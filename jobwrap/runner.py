@@ -23,9 +23,9 @@ from datetime import UTC, datetime
 from typing import Any
 
 from jobwrap import proctree
-from jobwrap.analysis import Analysis, OutputAnalyzer, PatternSpec
-from jobwrap.capture import CapturedOutput, OutputCapture
 from jobwrap.errors import ExitStatus
+from jobwrap.output.capture import CapturedOutput, OutputCapture
+from jobwrap.output.patterns import Analysis, OutputAnalyzer, PatternSpec
 from jobwrap.terminal import ForegroundHandover
 
 # 256 KiB reads: large enough for few system calls, small enough that the analyzer's

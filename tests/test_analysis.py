@@ -7,14 +7,14 @@ import re
 
 import pytest
 
-from jobwrap.analysis import (
+from jobwrap.errors import UsageError
+from jobwrap.output.patterns import (
     LINE_CAP,
     OutputAnalyzer,
     check_unique,
     parse_pattern_spec,
     required_literals,
 )
-from jobwrap.errors import UsageError
 
 
 def analyze(chunks, metas=(), counts=(), stream=0):

@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from jobwrap.analysis import parse_pattern_spec
 from jobwrap.cli import cli
 from jobwrap.crontab import read_crontab
+from jobwrap.output.patterns import parse_pattern_spec
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples"

@@ -20,9 +20,9 @@ from typing import TYPE_CHECKING
 from jobwrap.config import Resolved
 from jobwrap.errors import ExitStatus, JobwrapError, UsageError
 from jobwrap.output.patterns import Kind, PatternSpec, check_unique, parse_pattern_spec
-from jobwrap.proctree import signal_name
+from jobwrap.process.spawn import RunResult, RunSpec, new_run_id, run_command
+from jobwrap.process.tree import signal_name
 from jobwrap.report import BACKLOG_PER_RUN, LEASE_MARGIN_S, ReportSettings, wants_report
-from jobwrap.runner import RunResult, RunSpec, new_run_id, run_command
 from jobwrap.store.history import History, RunRecord, open_history
 
 if TYPE_CHECKING:  # imported only when --promonitor is used

@@ -29,9 +29,10 @@ import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from jobwrap import proctree, sdnotify
+from jobwrap import sdnotify
 from jobwrap.cronjobs import CronJob
 from jobwrap.errors import ExitStatus
+from jobwrap.process import tree as proctree
 
 _SHELL_CHARS = frozenset("|&;<>()$`*?[]{}~#")
 _SMALL_STDIN = 4096  # a pipe always holds this much: the write cannot block

@@ -14,10 +14,10 @@ import signal
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
 
-from jobwrap import proctree
 from jobwrap.cronjobs import CronJob, JobKey
 from jobwrap.eventlog import EventLog, iso_utc
 from jobwrap.jobprocess import JobProcess, exit_fields, job_argv, job_environment, signal_session
+from jobwrap.process import tree as proctree
 from jobwrap.scheduler import Due
 
 

@@ -53,12 +53,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TextIO
 
-from jobwrap import proctree, sdnotify
+from jobwrap import sdnotify
 from jobwrap.config import parse_bool
 from jobwrap.cronjobs import CronJob, JobTable, check, load_jobs
 from jobwrap.errors import ConfigError, ExitStatus
 from jobwrap.eventlog import EventLog, utc_now
-from jobwrap.runner import ensure_standard_fds
+from jobwrap.process import tree as proctree
+from jobwrap.process.spawn import ensure_standard_fds
 from jobwrap.running import RunningJobs
 from jobwrap.scheduler import Scheduler
 from jobwrap.wakeup import Wakeup

@@ -30,7 +30,7 @@ JOBWRAP_LIKE = """
 import sys
 from pathlib import Path
 from jobwrap.store.lock import acquire
-from jobwrap.runner import RunSpec, run_command
+from jobwrap.process.spawn import RunSpec, run_command
 held = acquire(Path(sys.argv[1]), "job", run_id="run-a")
 child = "import os, sys; print(os.getpid(), flush=True); sys.stdin.read()"
 run_command(RunSpec(argv=(sys.executable, "-c", child), pass_fds=(held.fd,), capture=False))

@@ -22,11 +22,11 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from jobwrap import proctree
 from jobwrap.errors import ExitStatus
 from jobwrap.output.capture import CapturedOutput, OutputCapture
 from jobwrap.output.patterns import Analysis, OutputAnalyzer, PatternSpec
-from jobwrap.terminal import ForegroundHandover
+from jobwrap.process import tree as proctree
+from jobwrap.process.terminal import ForegroundHandover
 
 # 256 KiB reads: large enough for few system calls, small enough that the analyzer's
 # buffers are reused by the allocator (1 MiB reads fragmented the heap to 60 MiB with metas).

@@ -6,7 +6,7 @@ import json
 
 from jobwrap.config import Resolved, configured_monitors, resolve
 from jobwrap.errors import ApiError, ConfigError, ExitStatus, JobwrapError
-from jobwrap.report import ReportSettings
+from jobwrap.idlemon.report import ReportSettings
 from jobwrap.store.history import open_history
 
 
@@ -16,7 +16,7 @@ def _report_settings_for(slug: str) -> ReportSettings:
 
 
 def status(resolved: Resolved, as_json: bool) -> tuple[str, int]:
-    from jobwrap.idlemon import IdlemonClient
+    from jobwrap.idlemon.client import IdlemonClient
     from jobwrap.status import build_rows, render_table
 
     project = None
@@ -118,8 +118,8 @@ def _per_monitor(settings: dict[str, Resolved], name: str) -> dict:
 
 def flush(resolved: Resolved, *, monitor: str | None, budget_s: float,
           force: bool) -> tuple[str, int]:
-    from jobwrap.delivery import ClientPool
-    from jobwrap.delivery import flush as flush_reports
+    from jobwrap.idlemon.delivery import ClientPool
+    from jobwrap.idlemon.delivery import flush as flush_reports
 
     pool = ClientPool(_report_settings_for)
     history = open_history(resolved["state_dir"])

@@ -51,7 +51,7 @@ def check_idlemon(resolved: Resolved, monitors: list[str],
                   intervals: dict[str, int] | None = None) -> Iterator[Finding]:
     """Token present and accepted, project found, every known monitor slug in it, and each
     monitor's schedule compatible with the interval Idlemon expects."""
-    from jobwrap.idlemon import IdlemonClient, check_token_format
+    from jobwrap.idlemon.client import IdlemonClient, check_token_format
 
     token = resolved["idlemon_token"]
     if not token:

@@ -19,10 +19,10 @@ from typing import TYPE_CHECKING
 
 from jobwrap.config import Resolved
 from jobwrap.errors import ExitStatus, JobwrapError, UsageError
+from jobwrap.idlemon.report import BACKLOG_PER_RUN, LEASE_MARGIN_S, ReportSettings, wants_report
 from jobwrap.output.patterns import Kind, PatternSpec, check_unique, parse_pattern_spec
 from jobwrap.process.spawn import RunResult, RunSpec, new_run_id, run_command
 from jobwrap.process.tree import signal_name
-from jobwrap.report import BACKLOG_PER_RUN, LEASE_MARGIN_S, ReportSettings, wants_report
 from jobwrap.store.history import History, RunRecord, open_history
 
 if TYPE_CHECKING:  # imported only when --promonitor is used
@@ -258,7 +258,7 @@ def _run_locked(settings: RunSettings, held, guard: _SignalGuard, warn: Warn) ->
             return finish_run(settings, skipped_record(settings, decision.message), warn)
     may_send = settings.monitor and settings.report.token and settings.report.policy != "never"
     if may_send and not settings.report.dry_run:
-        from jobwrap.delivery import prewarm_http
+        from jobwrap.idlemon.delivery import prewarm_http
 
         prewarm_http()
     if dependency is not None:
@@ -379,8 +379,8 @@ def _store(state_dir: Path, record: RunRecord, warn: Warn, *, claim: bool,
 
 def _deliver(settings: RunSettings, record: RunRecord, history: History | None,
              warn: Warn, guard: _SignalGuard | None) -> RunRecord:
-    from jobwrap.delivery import Deliverer, DeliveryOutcome
-    from jobwrap.idlemon import IdlemonClient
+    from jobwrap.idlemon.client import IdlemonClient
+    from jobwrap.idlemon.delivery import Deliverer, DeliveryOutcome
 
     report = settings.report
     outcome = DeliveryOutcome(pending=[(record.run_id, "interrupted by a signal")])
@@ -404,8 +404,8 @@ def _deliver(settings: RunSettings, record: RunRecord, history: History | None,
 
 
 def _describe_request(settings: RunSettings, record: RunRecord) -> str:
-    from jobwrap.idlemon import IdlemonClient
-    from jobwrap.report import log_body
+    from jobwrap.idlemon.client import IdlemonClient
+    from jobwrap.idlemon.report import log_body
 
     duration_s, metas = log_body(record)
     client = IdlemonClient(settings.report.base_url, settings.report.token or "<token>")

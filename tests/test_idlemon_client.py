@@ -17,7 +17,7 @@ from jobwrap.errors import (
     RejectedError,
     TransientApiError,
 )
-from jobwrap.idlemon import IdlemonClient, LogMeta, check_token_format
+from jobwrap.idlemon.client import IdlemonClient, LogMeta, check_token_format
 from jobwrap.net.http import make_session, retry
 from tests.fakes import FakeClock, Reply, json_error
 from tests.fakes.idlemon_server import PROJECT_ID, TOKEN, IdlemonServer, StoredLog

@@ -307,7 +307,7 @@ def test_a_run_that_cannot_send_never_imports_requests(env):
         imported = {line.rsplit("|", 1)[-1].strip() for line in lines
                     if line.startswith("import time:")}
         assert "jobwrap.process.spawn" in imported  # the check itself works
-        assert not {"requests", "urllib3", "jobwrap.delivery"} & imported, args
+        assert not {"requests", "urllib3", "jobwrap.idlemon.delivery"} & imported, args
 
 
 def test_sigterm_while_sending_keeps_the_report_and_the_jobs_status(idlemon, env):

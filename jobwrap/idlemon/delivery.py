@@ -1,6 +1,6 @@
 """Delivering reports: one time budget, one reused connection, claims so nothing is sent twice.
 
-Imported only when something is sent (see :mod:`jobwrap.report` for the policy and order).
+Imported only when something is sent (see :mod:`jobwrap.idlemon.report` for the policy and order).
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from jobwrap.errors import ApiError, ConfigError
-from jobwrap.report import LEASE_MARGIN_S, ReportSettings, log_body
+from jobwrap.idlemon.report import LEASE_MARGIN_S, ReportSettings, log_body
 from jobwrap.store.history import History, RunRecord
 
 
@@ -152,7 +152,7 @@ class ClientPool:
         self.clients: dict[tuple[str, str], object] = {}
 
     def __call__(self, slug: str):
-        from jobwrap.idlemon import IdlemonClient
+        from jobwrap.idlemon.client import IdlemonClient
         from jobwrap.net.http import make_session
 
         if slug not in self.settings:

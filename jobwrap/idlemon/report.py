@@ -10,7 +10,7 @@ failure.  ``jobwrap flush`` delivers the rest.
 Monitoring never changes the job's outcome: nothing here raises for an HTTP problem; the
 outcome is a status stored in the history and at most one line on stderr.
 
-This module is what every run needs (the policy and the body); :mod:`jobwrap.delivery`, the
+This module is what every run needs (the policy and the body); :mod:`jobwrap.idlemon.delivery`, the
 sending, is imported only by a run that reports and by ``flush``.
 """
 

@@ -215,7 +215,7 @@ def report(ctx: Context) -> list[Row]:
 def promonitor(ctx: Context) -> list[Row]:
     from fakeservers import MONITOR_API, PROMONITOR_KEY, SlowProMonitor
 
-    from jobwrap.pmcache import open_pmcache
+    from jobwrap.promonitor.cache import open_pmcache
     from jobwrap.store.history import open_history
 
     rounds = 8 if not ctx.quick else 4

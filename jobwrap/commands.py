@@ -63,9 +63,9 @@ def promonitor_monitors(resolved: Resolved):
     token = resolved["promonitor_token"]
     if not token:
         return None, None
-    from jobwrap.crosscheck import CrossCheck, Unavailable
-    from jobwrap.pmcache import open_pmcache
-    from jobwrap.promonitor import ProMonitorClient
+    from jobwrap.promonitor.cache import open_pmcache
+    from jobwrap.promonitor.client import ProMonitorClient
+    from jobwrap.promonitor.crosscheck import CrossCheck, Unavailable
 
     try:
         cache = open_pmcache(resolved["state_dir"], token,

@@ -118,7 +118,7 @@ def _minutes(value: float) -> str:
 def check_promonitor(resolved: Resolved, links: dict[str, str]) -> Iterator[Finding]:
     """The ProMonitor key (one request, within the budget) and every linked monitor id."""
     from jobwrap.commands import promonitor_monitors
-    from jobwrap.promonitor import check_key_format
+    from jobwrap.promonitor.client import check_key_format
 
     token = resolved["promonitor_token"]
     if not token:

@@ -26,7 +26,7 @@ from jobwrap.process.tree import signal_name
 from jobwrap.store.history import History, RunRecord, open_history
 
 if TYPE_CHECKING:  # imported only when --promonitor is used
-    from jobwrap.dependency import DependencySettings
+    from jobwrap.promonitor.gate import DependencySettings
 
 Warn = Callable[[str], None]
 
@@ -144,8 +144,8 @@ def _dependency_settings(resolved: Resolved) -> DependencySettings | None:
         if require_up != "off":
             raise UsageError("--require-up needs --promonitor ID (or promonitor in the config)")
         return None
-    from jobwrap.dependency import DependencySettings
     from jobwrap.net.http import check_base_url
+    from jobwrap.promonitor.gate import DependencySettings
 
     check_base_url(resolved["promonitor_url"], "ProMonitor")
     return DependencySettings(
@@ -296,7 +296,7 @@ def _context_metas(dependency, result: RunResult, warn: Warn) -> list[tuple[str,
 def _open_dependency(settings: RunSettings, warn: Warn):
     if settings.dependency is None:
         return None
-    from jobwrap.dependency import DependencyCheck
+    from jobwrap.promonitor.gate import DependencyCheck
 
     return DependencyCheck(settings.dependency, settings.state_dir, warn)
 

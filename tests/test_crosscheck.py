@@ -13,7 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from jobwrap.crosscheck import (
+from jobwrap.promonitor.cache import CHECKS, MONITOR, PmCache, open_pmcache
+from jobwrap.promonitor.client import PmCheck, ProMonitorClient
+from jobwrap.promonitor.crosscheck import (
     CrossCheck,
     DependencyState,
     Diagnosis,
@@ -23,8 +25,6 @@ from jobwrap.crosscheck import (
     down_periods,
     overlapping_period,
 )
-from jobwrap.pmcache import CHECKS, MONITOR, PmCache, open_pmcache
-from jobwrap.promonitor import PmCheck, ProMonitorClient
 from tests.fakes import FakeClock, Reply
 from tests.fakes.promonitor_server import (
     KEY,
@@ -228,9 +228,9 @@ def test_forty_processes_at_once_stay_within_the_budget(state_dir, tmp_path):
 _ASKER = """
 import json, os, sys, time
 from pathlib import Path
-from jobwrap.crosscheck import CrossCheck, Unavailable
-from jobwrap.pmcache import open_pmcache
-from jobwrap.promonitor import ProMonitorClient
+from jobwrap.promonitor.crosscheck import CrossCheck, Unavailable
+from jobwrap.promonitor.cache import open_pmcache
+from jobwrap.promonitor.client import ProMonitorClient
 url, key, state, monitor_id, go = sys.argv[1:]
 cache = open_pmcache(Path(state), key)
 check = CrossCheck(lambda: ProMonitorClient(url, key), cache)

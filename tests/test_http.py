@@ -62,7 +62,7 @@ def get(session, server: FakeServer, **kwargs):
 
 def test_importing_the_api_modules_does_not_import_requests():
     code = (
-        "import sys, jobwrap.net.http, jobwrap.idlemon.client, jobwrap.promonitor\n"
+        "import sys, jobwrap.net.http, jobwrap.idlemon.client, jobwrap.promonitor.client\n"
         "print(sorted(m for m in ('requests', 'urllib3', 'ssl') if m in sys.modules))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 import pytest
 
 from jobwrap.errors import StateError
-from jobwrap.pmcache import (
+from jobwrap.promonitor.cache import (
     CHECKS,
     DB_NAME,
     FAILURE_HOLD_S,
@@ -24,7 +24,7 @@ from jobwrap.pmcache import (
     open_pmcache,
     token_hash,
 )
-from jobwrap.promonitor import PmCheck, PmMonitor
+from jobwrap.promonitor.client import PmCheck, PmMonitor
 from tests.fakes import FakeClock
 from tests.fakes.promonitor_server import KEY
 

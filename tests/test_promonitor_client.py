@@ -16,7 +16,7 @@ from jobwrap.errors import (
     RateLimitedError,
     TransientApiError,
 )
-from jobwrap.promonitor import (
+from jobwrap.promonitor.client import (
     PmCheck,
     PmMonitor,
     ProMonitorClient,

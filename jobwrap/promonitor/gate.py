@@ -48,9 +48,9 @@ class DependencyCheck:
 
     def _open(self) -> bool:
         """Set up the client and the shared cache; False (with a note) when that fails."""
-        from jobwrap.crosscheck import CrossCheck
-        from jobwrap.pmcache import open_pmcache
-        from jobwrap.promonitor import ProMonitorClient, check_key_format
+        from jobwrap.promonitor.cache import open_pmcache
+        from jobwrap.promonitor.client import ProMonitorClient, check_key_format
+        from jobwrap.promonitor.crosscheck import CrossCheck
 
         settings = self.settings
         if not settings.token:
@@ -116,7 +116,7 @@ class DependencyCheck:
     def metas_after(self, failed: bool, started_at: datetime,
                     ended_at: datetime) -> list[tuple[str, str]]:
         """The metas the run gains, and the diagnosis line when it failed."""
-        from jobwrap.crosscheck import DependencyState
+        from jobwrap.promonitor.crosscheck import DependencyState
 
         if self.thread is not None:
             self.thread.join(FINISH_WAIT_S)

@@ -4,11 +4,11 @@ Contracts:
 
 * One request at most per question (:meth:`CrossCheck.fetch_state`: ``GET /monitors/:id``;
   the gate's details and :meth:`CrossCheck.diagnose`: ``GET /monitors/:id/checks``), and only
-  when the shared :class:`~jobwrap.pmcache.PmCache` has nothing fresh, no other process is
+  when the shared :class:`~jobwrap.promonitor.cache.PmCache` has nothing fresh, no other process is
   already asking, ProMonitor has not told us to wait and the host's budget allows it.
 * Never a retry, never a sleep through Retry-After: what cannot be answered now is an
   :class:`Unavailable` with a one-line reason, and the job goes on (unless strict).
-* Questions answer within about ``max_wait_s`` (:mod:`jobwrap.dependency` asks in a thread of
+* Questions answer within about ``max_wait_s`` (:mod:`jobwrap.promonitor.gate` asks in a thread of
   its own while the job runs).
 * API and cache failures become :class:`Unavailable`; nothing here calls ``sys.exit``.
 """
@@ -33,7 +33,7 @@ from jobwrap.errors import (
     RateLimitedError,
     StateError,
 )
-from jobwrap.pmcache import (
+from jobwrap.promonitor.cache import (
     CHECKS,
     MONITOR,
     BlockReason,
@@ -42,7 +42,7 @@ from jobwrap.pmcache import (
     PmCache,
     Reservation,
 )
-from jobwrap.promonitor import PmCheck, PmMonitor, ProMonitorClient
+from jobwrap.promonitor.client import PmCheck, PmMonitor, ProMonitorClient
 
 T = TypeVar("T")
 

@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any, Generic, TypeVar
 
 from jobwrap.errors import JobwrapError, StateError
-from jobwrap.promonitor import PmCheck, PmMonitor
+from jobwrap.promonitor.client import PmCheck, PmMonitor
 from jobwrap.store import sqlite as sqlitedb
 
 T = TypeVar("T")

@@ -265,7 +265,7 @@ def cron(crontab, check_only, log_format, grace) -> int:
       jobwrap cron /etc/jobwrap/crontab
       jobwrap cron --check /etc/jobwrap/crontab
     """
-    from jobwrap.supervisor import DEFAULT_GRACE_S, run_cron
+    from jobwrap.cron.supervisor import DEFAULT_GRACE_S, run_cron
 
     return run_cron(crontab, check_only=check_only, log_format=log_format,
                     grace_s=DEFAULT_GRACE_S if grace is None else grace)

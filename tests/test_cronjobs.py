@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from jobwrap.cronjobs import check, parse_jobs
+from jobwrap.cron.table import check, parse_jobs
 
 T0 = datetime(2024, 5, 1, 10, 0, 0, tzinfo=UTC)
 

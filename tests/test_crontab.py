@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from jobwrap.crontab import parse_crontab, read_crontab, split_percent
+from jobwrap.cron.crontab import parse_crontab, read_crontab, split_percent
 from jobwrap.errors import ConfigError
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"

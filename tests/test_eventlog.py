@@ -6,7 +6,7 @@ import io
 import json
 from datetime import UTC, datetime
 
-from jobwrap.eventlog import EventLog
+from jobwrap.cron.eventlog import EventLog
 
 T0 = datetime(2024, 5, 1, 10, 0, 0, tzinfo=UTC)
 

@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from jobwrap.cli import cli
-from jobwrap.crontab import read_crontab
+from jobwrap.cron.crontab import read_crontab
 from jobwrap.output.patterns import parse_pattern_spec
 
 ROOT = Path(__file__).resolve().parent.parent

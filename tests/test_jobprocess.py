@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from jobwrap.jobprocess import job_argv, job_environment
+from jobwrap.cron.launch import job_argv, job_environment
 
 JW = ["python", "-m", "jobwrap"]
 

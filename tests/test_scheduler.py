@@ -6,8 +6,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from jobwrap.cron.due import Due, Scheduler
 from jobwrap.schedule import parse_schedule
-from jobwrap.scheduler import Due, Scheduler
 
 T0 = datetime(2024, 5, 1, 10, 0, 0, tzinfo=UTC)
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from jobwrap import sdnotify
+from jobwrap.cron import sdnotify
 
 
 class Listener:

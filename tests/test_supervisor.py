@@ -23,9 +23,9 @@ from pathlib import Path
 import psutil
 import pytest
 
-from jobwrap import supervisor
+from jobwrap.cron import supervisor
+from jobwrap.cron.supervisor import run_cron
 from jobwrap.errors import ConfigError
-from jobwrap.supervisor import run_cron
 from tests.helpers import jobwrap
 
 # ---- run_cron --check, the seconds switch ------------------------------------------------
@@ -54,7 +54,7 @@ def test_the_seconds_field_is_only_for_tests(monkeypatch: pytest.MonkeyPatch) ->
 MAIN = """
 import sys
 from jobwrap.errors import JobwrapError
-from jobwrap.supervisor import Supervisor
+from jobwrap.cron.supervisor import Supervisor
 path, grace, kill_after = sys.argv[1], float(sys.argv[2]), float(sys.argv[3])
 try:
     sys.exit(Supervisor(path, log_format="json", grace_s=grace, kill_after_s=kill_after,
@@ -66,7 +66,7 @@ except JobwrapError as exc:  # as the CLI does
 
 RUN_CRON = """
 import sys
-from jobwrap.supervisor import run_cron
+from jobwrap.cron.supervisor import run_cron
 sys.exit(run_cron(sys.argv[1], log_format="json", grace_s=5))
 """
 

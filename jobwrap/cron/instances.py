@@ -1,7 +1,7 @@
 """The running instances of ``jobwrap cron``'s jobs: start, overlap, reap, escalate, stop.
 
 A due job starts unless an earlier run of it still runs; then its ``overlap`` policy decides
-(see :mod:`jobwrap.cronjobs`).  Every child that exits is collected here: our jobs (logged as
+(see :mod:`jobwrap.cron.table`).  Every child that exits is collected here: our jobs (logged as
 ``exit``) and the orphans re-parented to the supervisor, so no zombie piles up.  A terminated
 job gets SIGKILL after the kill delay, and so does what is left of its session once its
 ``jobwrap run`` has exited ("doomed" sessions).
@@ -14,11 +14,11 @@ import signal
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
 
-from jobwrap.cronjobs import CronJob, JobKey
-from jobwrap.eventlog import EventLog, iso_utc
-from jobwrap.jobprocess import JobProcess, exit_fields, job_argv, job_environment, signal_session
+from jobwrap.cron.due import Due
+from jobwrap.cron.eventlog import EventLog, iso_utc
+from jobwrap.cron.launch import JobProcess, exit_fields, job_argv, job_environment, signal_session
+from jobwrap.cron.table import CronJob, JobKey
 from jobwrap.process import tree as proctree
-from jobwrap.scheduler import Due
 
 
 class RunningJobs:

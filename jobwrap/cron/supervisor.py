@@ -3,11 +3,11 @@
 It reads a user crontab and runs every job line through ``jobwrap run``, in a child process of
 its own.  The parts, each in its module:
 
-* :mod:`jobwrap.cronjobs`: the job table (job lines, ``# jobwrap:`` directives) and ``--check``;
-* :mod:`jobwrap.scheduler`: when jobs are due (one catch-up, clock jumps);
-* :mod:`jobwrap.jobprocess`: how a job line runs (argv, environment, stdin, its session);
-* :mod:`jobwrap.running`: the running jobs (overlap policies, reaping, kill escalation);
-* :mod:`jobwrap.eventlog`: the log, one line per event on stderr;
+* :mod:`jobwrap.cron.table`: the job table (job lines, ``# jobwrap:`` directives) and ``--check``;
+* :mod:`jobwrap.cron.due`: when jobs are due (one catch-up, clock jumps);
+* :mod:`jobwrap.cron.launch`: how a job line runs (argv, environment, stdin, its session);
+* :mod:`jobwrap.cron.instances`: the running jobs (overlap policies, reaping, kill escalation);
+* :mod:`jobwrap.cron.eventlog`: the log, one line per event on stderr;
 * this module: the loop, signals, systemd, and :func:`run_cron`.
 
 The loop sleeps until the earliest next fire time of all jobs (at most :data:`MAX_SLEEP_S`, so
@@ -53,16 +53,16 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TextIO
 
-from jobwrap import sdnotify
 from jobwrap.config import parse_bool
-from jobwrap.cronjobs import CronJob, JobTable, check, load_jobs
+from jobwrap.cron import sdnotify
+from jobwrap.cron.due import Scheduler
+from jobwrap.cron.eventlog import EventLog, utc_now
+from jobwrap.cron.instances import RunningJobs
+from jobwrap.cron.table import CronJob, JobTable, check, load_jobs
+from jobwrap.cron.wakeup import Wakeup
 from jobwrap.errors import ConfigError, ExitStatus
-from jobwrap.eventlog import EventLog, utc_now
 from jobwrap.process import tree as proctree
 from jobwrap.process.spawn import ensure_standard_fds
-from jobwrap.running import RunningJobs
-from jobwrap.scheduler import Scheduler
-from jobwrap.wakeup import Wakeup
 
 DEFAULT_GRACE_S = 30.0
 KILL_AFTER_S = 5.0  # SIGTERM → SIGKILL, for replace and after the grace period

@@ -1,6 +1,6 @@
 """The job table of ``jobwrap cron``: a crontab's job lines with their ``# jobwrap:`` options.
 
-The crontab syntax itself is :mod:`jobwrap.crontab`'s.  Per-line options: a comment
+The crontab syntax itself is :mod:`jobwrap.cron.crontab`'s.  Per-line options: a comment
 ``# jobwrap: overlap=allow`` applies to the next job line below it (only comments and blank
 lines may come between; cron ignores it, so the file still works in the system crontab).
 ``overlap`` is what happens when a job's time comes while its previous run still runs:
@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
-from jobwrap.crontab import CronEntry, LineError, parse_crontab, read_crontab_text
+from jobwrap.cron.crontab import CronEntry, LineError, parse_crontab, read_crontab_text
 from jobwrap.errors import UsageError
 from jobwrap.schedule import Schedule
 

@@ -29,8 +29,8 @@ import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from jobwrap import sdnotify
-from jobwrap.cronjobs import CronJob
+from jobwrap.cron import sdnotify
+from jobwrap.cron.table import CronJob
 from jobwrap.errors import ExitStatus
 from jobwrap.process import tree as proctree
 

@@ -117,7 +117,7 @@ def cli() -> None:
 )
 @click.argument("command", nargs=-1, type=click.UNPROCESSED)
 def run(command, metas, counts, summary_json, dry_run, **flags) -> int:
-    from jobwrap.job import build_run_settings, run_job
+    from jobwrap.run.job import build_run_settings, run_job
 
     resolved = _resolve(flags)
     settings = build_run_settings(resolved, tuple(command), metas, counts, summary_json, dry_run)
@@ -127,7 +127,7 @@ def run(command, metas, counts, summary_json, dry_run, **flags) -> int:
 def _resolve(flags: dict):
     """Settings with flags applied; config warnings (e.g. a readable token file) on stderr."""
     from jobwrap.config import resolve
-    from jobwrap.job import warn_stderr
+    from jobwrap.run.job import warn_stderr
 
     resolved = resolve({k: v for k, v in flags.items() if v is not None})
     for warning in resolved.warnings:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from jobwrap.environment import ci_metas, environment_metas, systemd_metas, unit_from_cgroup
+from jobwrap.run.context import ci_metas, environment_metas, systemd_metas, unit_from_cgroup
 
 SHA = "0123456789abcdef0123456789abcdef01234567"
 

@@ -179,7 +179,7 @@ def make_record(settings: RunSettings, result: RunResult,
                 extra_metas: list[tuple[str, str]] | tuple = ()) -> RunRecord:
     """The run as stored and reported: built-in metas, the user's, then context metas."""
     host = os.uname().nodename
-    from jobwrap.environment import environment_metas
+    from jobwrap.run.context import environment_metas
 
     metas = builtin_metas(result, host) + environment_metas(os.environ)
     metas += list(result.analysis.metas) + list(extra_metas)

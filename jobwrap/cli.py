@@ -49,7 +49,7 @@ class Duration(click.ParamType):
     name = "DURATION"
 
     def convert(self, value, param, ctx):
-        from jobwrap.config import parse_duration
+        from jobwrap.config.settings import parse_duration
 
         try:
             return parse_duration(value, f"--{param.name.replace('_', '-')}" if param else "")
@@ -126,7 +126,7 @@ def run(command, metas, counts, summary_json, dry_run, **flags) -> int:
 
 def _resolve(flags: dict):
     """Settings with flags applied; config warnings (e.g. a readable token file) on stderr."""
-    from jobwrap.config import resolve
+    from jobwrap.config.settings import resolve
     from jobwrap.run.job import warn_stderr
 
     resolved = resolve({k: v for k, v in flags.items() if v is not None})
@@ -175,7 +175,7 @@ def config_cmd(monitor, as_json) -> int:
     Precedence: flag > environment > user file > system file > default;
     in the files, [monitors.SLUG] beats the general sections.
     """
-    from jobwrap import config
+    from jobwrap.config.settings import settings as config
 
     resolved = _resolve({"monitor": monitor})
     click.echo(config.describe(resolved, as_json), nl=False)
@@ -275,7 +275,7 @@ class _history:
     """Open the history for a read command (no settings needed beyond the state dir)."""
 
     def __enter__(self):
-        from jobwrap.config import resolve
+        from jobwrap.config.settings import resolve
         from jobwrap.store.history import open_history
 
         self.store = open_history(resolve({})["state_dir"])

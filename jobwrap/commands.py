@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from jobwrap.config import Resolved, configured_monitors, resolve
+from jobwrap.config.settings import Resolved, configured_monitors, resolve
 from jobwrap.errors import ApiError, ConfigError, ExitStatus, JobwrapError
 from jobwrap.idlemon.report import ReportSettings
 from jobwrap.store.history import open_history

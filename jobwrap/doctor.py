@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
-from jobwrap.config import Resolved
+from jobwrap.config.settings import Resolved
 from jobwrap.errors import ApiError, JobwrapError
 
 

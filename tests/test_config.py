@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from jobwrap.config import ConfigFile, mask, parse_duration, resolve
+from jobwrap.config.settings import ConfigFile, mask, parse_duration, resolve
 from jobwrap.errors import ConfigError, UsageError
 from tests.fakes.idlemon_server import PROJECT_ID, TOKEN, IdlemonServer
 from tests.helpers import jobwrap
@@ -93,7 +93,7 @@ def test_token_file_readable_by_others_gets_a_warning(tmp_path):
     ],
 )
 def test_bad_config_is_a_clear_error(user_file, data, message):
-    from jobwrap.config import load_file
+    from jobwrap.config.settings import load_file
 
     lines = []
     for section, table in data.items():

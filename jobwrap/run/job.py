@@ -17,7 +17,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from jobwrap.config import Resolved
+from jobwrap.config.settings import Resolved
 from jobwrap.errors import ExitStatus, JobwrapError, UsageError
 from jobwrap.idlemon.report import BACKLOG_PER_RUN, LEASE_MARGIN_S, ReportSettings, wants_report
 from jobwrap.output.patterns import Kind, PatternSpec, check_unique, parse_pattern_spec

@@ -16,7 +16,15 @@ from datetime import datetime, timedelta
 
 from jobwrap.cron.due import Due
 from jobwrap.cron.eventlog import EventLog, iso_utc
-from jobwrap.cron.launch import JobProcess, exit_fields, job_argv, job_environment, signal_session
+from jobwrap.cron.launch import (
+    JobProcess,
+    exit_fields,
+    is_jobwrap_run,
+    job_argv,
+    job_environment,
+    job_shell,
+    signal_session,
+)
 from jobwrap.cron.table import CronJob, JobKey
 from jobwrap.process import tree as proctree
 
@@ -88,11 +96,14 @@ class RunningJobs:
 
     def launch(self, job: CronJob, due: Due | None) -> None:
         """Start a run of ``job`` (``due`` None for @reboot); a failure is logged."""
-        argv = job_argv(job.entry.command, self.jobwrap_argv)
-        env = job_environment(job.entry.env, self.env)
+        command, entry_env = job.entry.command, job.entry.env
         try:
+            argv = job_argv(command, self.jobwrap_argv, job_shell(entry_env))
+            env = job_environment(entry_env, self.env, plain_line=not is_jobwrap_run(command))
             proc = JobProcess.spawn(job, argv, env, self.monotonic())
-        except OSError as exc:
+        except (OSError, ValueError) as exc:
+            # One line never stops the supervisor (PID 1 in a container): ValueError is an
+            # argv or environment that cannot be passed to exec (a NUL byte, say).
             self.log.emit("error", line=job.line_no, message=f"cannot start: {exc}")
             return
         self.running[proc.pid] = proc

@@ -234,19 +234,22 @@ def doctor() -> int:
 @click.option("-n", "count", type=click.IntRange(1, 1000), default=5, show_default=True,
               help="How many fire times.")
 @click.option("--tz", metavar="ZONE", help="Time zone (default: local; or CRON_TZ=… prefix).")
-def next_cmd(expression, count, tz) -> int:
+@click.option("--from", "start", metavar="ISO8601",
+              help="Start from this time instead of now (e.g. 2024-03-31T01:00; "
+                   "without an offset: in the schedule's zone).")
+def next_cmd(expression, count, tz, start) -> int:
     """Print the next fire times of a cron expression (handy when writing crontabs).
 
     \b
     Examples:
       jobwrap next '*/15 9-17 * * 1-5'
-      jobwrap next 'CRON_TZ=Europe/Paris 0 3 * * *' -n 3
+      jobwrap next 'CRON_TZ=Europe/Paris 30 2 * * *' --from 2024-03-30T12:00 -n 3
     """
-    from jobwrap.schedule import parse_schedule
+    from jobwrap.schedule import parse_schedule, parse_start
 
     schedule = parse_schedule(expression, tz)
-    for moment in schedule.next_times(count):
-        click.echo(moment.isoformat(sep=" "))
+    for moment in schedule.next_times(count, parse_start(start, schedule) if start else None):
+        click.echo(f"{moment.isoformat(sep=' ')} {moment:%a}")
     return ExitStatus.OK
 
 

@@ -343,6 +343,19 @@ def parse_schedule(expr: str, tz: str | None = None, *, allow_seconds: bool = Fa
     return Schedule(body, zone or tz or None)
 
 
+def parse_start(text: str, schedule: Schedule) -> datetime:
+    """An ISO 8601 time to count fire times from; without an offset, in the schedule's zone.
+
+    UsageError (one line) when it is not an ISO 8601 date or date and time.
+    """
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        example = "e.g. 2024-03-31T01:30"
+        raise UsageError(f"--from {text!r} is not an ISO 8601 time ({example})") from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=schedule.zone)
+
+
 def _split_zone_prefix(text: str) -> tuple[str | None, str]:
     match = _ZONE_PREFIX.fullmatch(text)
     if match is None:

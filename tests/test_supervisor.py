@@ -317,6 +317,24 @@ def test_sighup_reloads_the_file_and_keeps_running_jobs(cron) -> None:
     assert supervised.stop() == 0
 
 
+@pytest.mark.parametrize("policy", ["skip", "replace"])
+def test_a_reload_that_changes_an_assignment_keeps_the_running_instance(cron, policy) -> None:
+    job = "sleep 30; echo done"
+    supervised = cron(f"A=1\n# jobwrap: overlap={policy}\n* * * * * * {job}\n", grace_s=0.5)
+    first = supervised.event("start", line=3)
+    supervised.crontab.write_text(f"A=2\n# jobwrap: overlap={policy}\n* * * * * * {job}\n")
+    supervised.proc.send_signal(signal.SIGHUP)
+    supervised.event("reload")
+    event = supervised.event(policy, line=3)  # the new key still sees the running one
+    if policy == "skip":
+        assert event["running_pid"] == first["pid"]
+        assert len(supervised.matching("start", line=3)) == 1
+    else:
+        assert event["pid"] == first["pid"]
+        supervised.event("exit", pid=first["pid"])
+    assert supervised.stop(signal.SIGINT) == 0
+
+
 def test_a_reload_with_nothing_valid_keeps_the_previous_jobs(cron) -> None:
     supervised = cron("* * * * * * echo still-here\n")
     supervised.event("ready")

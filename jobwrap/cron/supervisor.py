@@ -179,6 +179,7 @@ class Supervisor:
     def _install(self, table: JobTable) -> None:
         self.table = table
         self.scheduler.update({job.key: job.schedule for job in table.jobs}, self.clock())
+        self.jobs.reattach(table.jobs)
         self.jobs.keep_replacements({job.key for job in table.jobs})
 
     def _report_errors(self, table: JobTable) -> None:

@@ -234,24 +234,27 @@ def doctor() -> int:
 @click.option("-n", "count", type=click.IntRange(1, 1000), default=5, show_default=True,
               help="How many fire times.")
 @click.option("--tz", metavar="ZONE", help="Time zone (default: local; or CRON_TZ=… prefix).")
-def next_cmd(expression, count, tz) -> int:
+@click.option("--from", "start", metavar="ISO8601",
+              help="Start from this time instead of now (e.g. 2024-03-31T01:00; "
+                   "without an offset: in the schedule's zone).")
+def next_cmd(expression, count, tz, start) -> int:
     """Print the next fire times of a cron expression (handy when writing crontabs).
 
     \b
     Examples:
       jobwrap next '*/15 9-17 * * 1-5'
-      jobwrap next 'CRON_TZ=Europe/Paris 0 3 * * *' -n 3
+      jobwrap next 'CRON_TZ=Europe/Paris 30 2 * * *' --from 2024-03-30T12:00 -n 3
     """
-    from jobwrap.schedule import parse_schedule
+    from jobwrap.schedule import parse_schedule, parse_start
 
     schedule = parse_schedule(expression, tz)
-    for moment in schedule.next_times(count):
-        click.echo(moment.isoformat(sep=" "))
+    for moment in schedule.next_times(count, parse_start(start, schedule) if start else None):
+        click.echo(f"{moment.isoformat(sep=' ')} {moment:%a}")
     return ExitStatus.OK
 
 
 @cli.command("cron")
-@click.argument("crontab", type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("crontab", type=click.Path(dir_okay=False, allow_dash=True, path_type=Path))
 @click.option("--check", "check_only", is_flag=True,
               help="Validate the file and print each job's next run; exit 0 or 1.")
 @click.option("--log-format", type=click.Choice(["text", "json"]), default="text",
@@ -259,6 +262,8 @@ def next_cmd(expression, count, tz) -> int:
 @click.option("--grace", type=Duration(), help="On SIGTERM, wait this long for running jobs (30s).")
 def cron(crontab, check_only, log_format, grace) -> int:
     """Run a crontab in the foreground (containers, systemd), every line through `jobwrap run`.
+
+    CRONTAB `-` reads the crontab from stdin.
 
     \b
     Examples:
@@ -268,7 +273,32 @@ def cron(crontab, check_only, log_format, grace) -> int:
     from jobwrap.cron.supervisor import DEFAULT_GRACE_S, run_cron
 
     return run_cron(crontab, check_only=check_only, log_format=log_format,
-                    grace_s=DEFAULT_GRACE_S if grace is None else grace)
+                    grace_s=DEFAULT_GRACE_S if grace is None else grace,
+                    validate_run=_run_line_problem)
+
+
+def _run_line_problem(arguments, env) -> str | None:
+    """Why a crontab's `jobwrap run ARGUMENTS` line would fail at every fire, or None.
+
+    The real `run` parser and settings, with the line's environment; nothing runs.
+    """
+    from jobwrap.config.settings import resolve
+    from jobwrap.run.job import build_run_settings
+
+    try:
+        ctx = run.make_context("run", list(arguments), resilient_parsing=False)
+        params = dict(ctx.params)
+        command, metas, counts = params.pop("command"), params.pop("metas"), params.pop("counts")
+        summary_json, dry_run = params.pop("summary_json"), params.pop("dry_run")
+        resolved = resolve({k: v for k, v in params.items() if v is not None}, env)
+        build_run_settings(resolved, tuple(command), metas, counts, summary_json, dry_run)
+    except click.exceptions.Exit:
+        return "--help or --version is not a job"
+    except click.ClickException as exc:
+        return exc.format_message()
+    except JobwrapError as exc:
+        return str(exc)
+    return None
 
 
 class _history:

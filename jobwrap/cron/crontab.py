@@ -100,9 +100,11 @@ def read_crontab(path: str | Path, *, allow_seconds: bool = False) -> Crontab:
 
 def read_crontab_text(path: str | Path) -> str:
     """A crontab file's text; ConfigError when it cannot be read as UTF-8 text."""
-    try:
-        return Path(path).read_text(encoding="utf-8")
-    except OSError as exc:
+    from jobwrap.config.files import read_bounded
+
+    try:  # bounded, and never blocks on a FIFO or /dev/zero
+        return read_bounded(Path(path), "crontab").decode("utf-8")
+    except FileNotFoundError as exc:
         raise ConfigError(f"cannot read crontab {path}: {exc.strerror}") from None
     except UnicodeDecodeError:
         raise ConfigError(f"crontab {path} is not UTF-8 text") from None

@@ -53,7 +53,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TextIO
 
-from jobwrap.config.settings import parse_bool
+from jobwrap.config.values import parse_bool
 from jobwrap.cron import sdnotify
 from jobwrap.cron.due import Scheduler
 from jobwrap.cron.eventlog import EventLog, utc_now

@@ -247,9 +247,11 @@ def _take_lock(settings: RunSettings, warn: Warn):
     try:
         held = locks.acquire(settings.state_dir, settings.lock, settings.lock_wait_s)
     except JobwrapError as exc:
-        # As with the history: a broken state dir must not stop the job. Say so and run.
-        warn(f"warning: cannot take lock {settings.lock!r} ({exc}); running without it")
-        return None
+        # The user asked for mutual exclusion: a lock that cannot be taken skips the run, as
+        # `flock -n` does, rather than risk two runs at once.
+        reason = f"skipped: cannot take lock {settings.lock!r} ({exc})"
+        warn(reason)
+        return finish_run(settings, skipped_record(settings, reason), warn)
     if held is not None:
         return held
     reason = locks.holder(settings.state_dir, settings.lock).skip_message()

@@ -8,11 +8,15 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from jobwrap import __version__
 from jobwrap.errors import ExitStatus, JobwrapError
+
+if TYPE_CHECKING:
+    from jobwrap.config.settings import Settings
 
 EXIT_STATUS_HELP = """\b
 Exit status of `jobwrap run`:
@@ -49,7 +53,7 @@ class Duration(click.ParamType):
     name = "DURATION"
 
     def convert(self, value, param, ctx):
-        from jobwrap.config.settings import parse_duration
+        from jobwrap.config.values import parse_duration
 
         try:
             return parse_duration(value, f"--{param.name.replace('_', '-')}" if param else "")
@@ -110,6 +114,9 @@ def cli() -> None:
                    "(strict: nor when ProMonitor cannot be asked).")
 @click.option("--skipped-exit", type=click.IntRange(0, 255), metavar="N",
               help="Exit status of a run that was skipped (default 75, EX_TEMPFAIL).")
+@click.option("--keep-secrets-env/--no-keep-secrets-env", default=None,
+              help="Let the command see jobwrap's tokens in its environment (removed by "
+                   "default; for a job that itself calls jobwrap).")
 @click.option(
     "--summary-json",
     type=click.Path(dir_okay=False, path_type=Path),
@@ -119,25 +126,26 @@ def cli() -> None:
 def run(command, metas, counts, summary_json, dry_run, **flags) -> int:
     from jobwrap.run.job import build_run_settings, run_job
 
-    resolved = _resolve(flags)
-    settings = build_run_settings(resolved, tuple(command), metas, counts, summary_json, dry_run)
-    return run_job(settings)
+    settings = _resolve(flags)
+    run_settings = build_run_settings(settings, tuple(command), metas, counts, summary_json,
+                                      dry_run)
+    return run_job(run_settings)
 
 
-def _resolve(flags: dict):
+def _resolve(flags: dict) -> Settings:
     """Settings with flags applied; config warnings (e.g. a readable token file) on stderr."""
     from jobwrap.config.settings import resolve
-    from jobwrap.run.job import warn_stderr
 
-    resolved = resolve({k: v for k, v in flags.items() if v is not None})
-    for warning in resolved.warnings:
-        warn_stderr(f"warning: {warning}")
-    return resolved
+    settings = resolve({k: v for k, v in flags.items() if v is not None})
+    for warning in settings.warnings:
+        click.echo(f"jobwrap: warning: {warning}", err=True)
+    return settings
 
 
 @cli.command()
 @click.option("-m", "--monitor", metavar="SLUG", help="Only this monitor's runs.")
-@click.option("-n", "--limit", type=click.IntRange(min=1), default=20, show_default=True)
+@click.option("-n", "--limit", type=click.IntRange(min=1, max=10**9, clamp=True), default=20,
+              show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="A JSON array, for scripts.")
 def history(monitor, limit, as_json) -> int:
     """Show recent runs, newest first."""
@@ -175,10 +183,11 @@ def config_cmd(monitor, as_json) -> int:
     Precedence: flag > environment > user file > system file > default;
     in the files, [monitors.SLUG] beats the general sections.
     """
-    from jobwrap.config import settings as config
+    from jobwrap import views
+    from jobwrap.config.settings import describe
 
-    resolved = _resolve({"monitor": monitor})
-    click.echo(config.describe(resolved, as_json), nl=False)
+    rows = describe(_resolve({"monitor": monitor}))
+    click.echo(views.config_json(rows) if as_json else views.config_table(rows), nl=False)
     return ExitStatus.OK
 
 
@@ -308,7 +317,7 @@ class _history:
         from jobwrap.config.settings import resolve
         from jobwrap.store.history import open_history
 
-        self.store = open_history(resolve({})["state_dir"])
+        self.store = open_history(resolve({}).state_dir)
         return self.store
 
     def __exit__(self, *exc) -> None:

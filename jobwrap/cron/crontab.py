@@ -110,12 +110,17 @@ def read_crontab(path: str | Path, *, allow_seconds: bool = False) -> Crontab:
 
 
 def read_crontab_text(path: str | Path) -> str:
-    """A crontab file's text (``-``: all of stdin); ConfigError when it is not UTF-8 text."""
-    try:
+    """A crontab file's text (``-``: stdin); ConfigError when it cannot be read as UTF-8 text."""
+    from jobwrap.config.files import CONFIG_LIMIT, read_bounded
+
+    try:  # bounded, and never blocks on a FIFO or /dev/zero
         if str(path) == STDIN:
-            return sys.stdin.buffer.read().decode("utf-8")
-        return Path(path).read_text(encoding="utf-8")
-    except OSError as exc:
+            data = sys.stdin.buffer.read(CONFIG_LIMIT + 1)
+            if len(data) > CONFIG_LIMIT:
+                raise ConfigError(f"crontab on stdin is larger than {CONFIG_LIMIT // 1024} KiB")
+            return data.decode("utf-8")
+        return read_bounded(Path(path), "crontab").decode("utf-8")
+    except FileNotFoundError as exc:
         raise ConfigError(f"cannot read crontab {path}: {exc.strerror}") from None
     except UnicodeDecodeError:
         raise ConfigError(f"crontab {path} is not UTF-8 text") from None

@@ -60,7 +60,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TextIO
 
-from jobwrap.config.settings import parse_bool
+from jobwrap.config.values import parse_bool
 from jobwrap.cron import sdnotify
 from jobwrap.cron.check import RunValidator, check, ignored_variables
 from jobwrap.cron.crontab import STDIN

@@ -23,11 +23,12 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from jobwrap.config.values import Overlap, parse_overlap
 from jobwrap.cron.crontab import CronEntry, LineError, parse_crontab, read_crontab_text
 from jobwrap.errors import UsageError
 from jobwrap.schedule import Schedule
 
-OVERLAP_POLICIES = ("skip", "allow", "replace")
+OVERLAP_POLICIES = tuple(o.value for o in Overlap)
 
 _DIRECTIVE = re.compile(r"#\s*jobwrap:(.*)", re.DOTALL)
 
@@ -40,7 +41,7 @@ class CronJob:
 
     entry: CronEntry
     key: JobKey
-    overlap: str = "skip"
+    overlap: Overlap = Overlap.SKIP
 
     @property
     def line_no(self) -> int:
@@ -82,7 +83,7 @@ def parse_jobs(text: str, source: str = "<crontab>", *, allow_seconds: bool = Fa
         identity = (str(entry.schedule), entry.command, entry.stdin, env)
         seen[identity] = seen.get(identity, -1) + 1  # identical lines stay distinct jobs
         overlap = found.options.get(entry.line_no, {}).get("overlap", "skip")
-        jobs.append(CronJob(entry, (*identity, seen[identity]), overlap))
+        jobs.append(CronJob(entry, (*identity, seen[identity]), Overlap(overlap)))
     errors = sorted([*crontab.errors, *found.errors], key=lambda e: e.line_no)
     return JobTable(source, tuple(jobs), tuple(errors), crontab.assignments)
 
@@ -135,9 +136,7 @@ def _parse_options(text: str) -> dict[str, str]:
         name, _, value = word.partition("=")
         if name != "overlap":
             raise UsageError(f"unknown jobwrap directive {word!r} (known: overlap=POLICY)")
-        if value not in OVERLAP_POLICIES:
-            raise UsageError(f"overlap={value!r}: choose {', '.join(OVERLAP_POLICIES)}")
-        options[name] = value
+        options[name] = parse_overlap(value).value
     if not options:
         raise UsageError("empty jobwrap directive (e.g. '# jobwrap: overlap=allow')")
     return options

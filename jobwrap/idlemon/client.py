@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from jobwrap.errors import AuthError, ConfigError, NotFoundError
+from jobwrap.errors import AuthError, ConfigError, NotFoundError, UsageError
 from jobwrap.net.http import (
     ApiClient,
     PreparedCall,
@@ -98,10 +98,12 @@ def check_token_format(token: str) -> str | None:
     Idlemon's documented tokens are 32 hex characters, but we do not know all of them are.
     Neither the error nor the warning quotes the token.
     """
-    if not token.strip():
-        raise ConfigError("the Idlemon API token is empty")
-    if not token.isprintable() or any(char.isspace() for char in token):
-        raise ConfigError("the Idlemon API token contains whitespace or control characters")
+    from jobwrap.config.values import check_token
+
+    try:
+        check_token(token, "the Idlemon API token")
+    except UsageError as exc:
+        raise ConfigError(str(exc)) from None
     if not _TOKEN_SHAPE.fullmatch(token):
         return (
             "the Idlemon API token does not look like one "

@@ -31,6 +31,7 @@ class DependencySettings:
     base_url: str
     requests_per_minute: int = 2
     require_up: str = "off"  # off | on | strict
+    problem: str | None = None  # why the settings cannot be used (bad key, URL, budget)
 
 
 class DependencyCheck:
@@ -53,6 +54,10 @@ class DependencyCheck:
         from jobwrap.promonitor.crosscheck import CrossCheck
 
         settings = self.settings
+        if settings.problem:
+            self.notes.append(f"warning: ProMonitor: {settings.problem}; "
+                              "running without the cross-check")
+            return False
         if not settings.token:
             self.notes.append("warning: --promonitor needs a ProMonitor API key "
                               "(JOBWRAP_PROMONITOR_TOKEN or the config file); "

@@ -17,7 +17,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from jobwrap.config.settings import Resolved
+from jobwrap.config.settings import IDLEMON, PROMONITOR, Settings, child_environment
+from jobwrap.config.values import RequireUp, bool_word
 from jobwrap.errors import ExitStatus, JobwrapError, UsageError
 from jobwrap.idlemon.report import BACKLOG_PER_RUN, LEASE_MARGIN_S, ReportSettings, wants_report
 from jobwrap.output.patterns import Kind, PatternSpec, check_unique, parse_pattern_spec
@@ -54,6 +55,8 @@ class RunSettings:
     skipped_exit: int = ExitStatus.TEMPFAIL
     lock: str | None = None  # the lock's name; None: runs may overlap
     lock_wait_s: float | None = None
+    report_problem: str | None = None  # why reports cannot be sent (token, URL): kept instead
+    env: Mapping[str, str] | None = None  # the command's environment; None: jobwrap's own
 
     @property
     def job(self) -> str:
@@ -62,51 +65,55 @@ class RunSettings:
 
 
 def build_run_settings(
-    resolved: Resolved,
+    settings: Settings,
     argv: tuple[str, ...],
     meta_flags: tuple[str, ...] = (),
     count_flags: tuple[str, ...] = (),
     summary_json: Path | None = None,
     dry_run: bool = False,
 ) -> RunSettings:
-    """Validate everything a run needs, before the command starts (UsageError/ConfigError)."""
+    """Validate everything a run needs, before the command starts (UsageError/ConfigError).
+
+    Only *what to run* can fail here; a problem with *where to report* (token, URL) is kept
+    in ``report_problem`` and said after the run, whose report is kept for ``jobwrap flush``.
+    """
     if not argv:
         raise UsageError("no command given: jobwrap run [OPTIONS] -- COMMAND [ARG]...")
-    patterns = _patterns(resolved, meta_flags, count_flags)
-    if resolved["monitor"] and resolved["idlemon_token"]:
-        from jobwrap.net.http import check_base_url
-
-        check_base_url(resolved["idlemon_url"], "Idlemon")
-    schedule = resolved["schedule"]
+    if not argv[0] or "\0" in argv[0]:
+        raise UsageError("the command name is empty: jobwrap run [OPTIONS] -- COMMAND [ARG]...")
+    patterns = _patterns(settings, meta_flags, count_flags)
+    schedule = settings.schedule
     if schedule:
         from jobwrap.schedule import parse_schedule
 
         schedule = str(parse_schedule(schedule))
     return RunSettings(
         argv=argv,
-        state_dir=resolved["state_dir"],
-        monitor=resolved["monitor"],
+        state_dir=settings.state_dir,
+        monitor=settings.monitor,
         patterns=patterns,
-        timeout_s=resolved["timeout"],
-        kill_after_s=resolved["kill_after"],
-        capture=resolved["capture"],
+        timeout_s=settings.timeout,
+        kill_after_s=settings.kill_after,
+        capture=settings.capture,
         summary_json=summary_json,
         schedule=schedule,
         report=ReportSettings(
-            policy=resolved["report"],
-            base_url=resolved["idlemon_url"],
-            token=resolved["idlemon_token"],
-            budget_s=resolved["report_timeout"],
+            policy=settings.report,
+            base_url=settings.idlemon_url,
+            token=settings.idlemon_token,
+            budget_s=settings.report_timeout,
             dry_run=dry_run,
         ),
-        dependency=_dependency_settings(resolved),
-        skipped_exit=resolved["skipped_exit"],
-        lock=_lock_name(resolved["lock"], resolved["monitor"], argv, resolved["lock_wait"]),
-        lock_wait_s=resolved["lock_wait"],
+        report_problem=settings.problem(IDLEMON),
+        dependency=_dependency_settings(settings),
+        skipped_exit=settings.skipped_exit,
+        lock=_lock_name(settings.lock, settings.monitor, argv, settings.lock_wait),
+        lock_wait_s=settings.lock_wait,
+        env=child_environment(settings),
     )
 
 
-def _patterns(resolved: Resolved, meta_flags: tuple[str, ...],
+def _patterns(settings: Settings, meta_flags: tuple[str, ...],
               count_flags: tuple[str, ...]) -> tuple[PatternSpec, ...]:
     """The monitor section's patterns, then the flags' (a flag wins for its name)."""
     flag_specs = [parse_pattern_spec(t, "meta") for t in meta_flags]
@@ -114,7 +121,7 @@ def _patterns(resolved: Resolved, meta_flags: tuple[str, ...],
     check_unique(flag_specs)
     given = {s.name for s in flag_specs}
     sections: tuple[tuple[Kind, Mapping[str, str]], ...] = (
-        ("meta", resolved.metas), ("count", resolved.counts))
+        ("meta", settings.metas), ("count", settings.counts))
     file_specs = [
         parse_pattern_spec(f"{name}={rx}", kind)
         for kind, table in sections
@@ -129,31 +136,31 @@ def _patterns(resolved: Resolved, meta_flags: tuple[str, ...],
 def _lock_name(value: str | None, monitor: str | None, argv: tuple[str, ...],
                wait: float | None) -> str | None:
     """``--lock`` alone (or ``lock = true``) names the lock after the job; false: no lock."""
-    if value is None or value.lower() in ("false", "no", "off"):
+    word = None if value is None or value == "" else bool_word(value)
+    if value is None or word is False:
         if wait is not None:
             raise UsageError("--lock-wait needs --lock")
         return None
-    if value == "" or value.lower() in ("true", "yes", "on"):
+    if value == "" or word is True:
         return monitor or shlex.join(argv)
     return value
 
 
-def _dependency_settings(resolved: Resolved) -> DependencySettings | None:
-    require_up = resolved["require_up"] or "off"
-    if not resolved["promonitor"]:
-        if require_up != "off":
+def _dependency_settings(settings: Settings) -> DependencySettings | None:
+    require_up = settings.require_up or RequireUp.OFF
+    if not settings.promonitor:
+        if require_up != RequireUp.OFF:
             raise UsageError("--require-up needs --promonitor ID (or promonitor in the config)")
         return None
-    from jobwrap.net.http import check_base_url
     from jobwrap.promonitor.gate import DependencySettings
 
-    check_base_url(resolved["promonitor_url"], "ProMonitor")
     return DependencySettings(
-        monitor_id=resolved["promonitor"],
-        token=resolved["promonitor_token"],
-        base_url=resolved["promonitor_url"],
-        requests_per_minute=resolved["promonitor_rpm"],
+        monitor_id=settings.promonitor,
+        token=settings.promonitor_token,
+        base_url=settings.promonitor_url,
+        requests_per_minute=settings.promonitor_rpm,
         require_up=require_up,
+        problem=settings.problem(PROMONITOR),
     )
 
 
@@ -240,9 +247,11 @@ def _take_lock(settings: RunSettings, warn: Warn):
     try:
         held = locks.acquire(settings.state_dir, settings.lock, settings.lock_wait_s)
     except JobwrapError as exc:
-        # As with the history: a broken state dir must not stop the job. Say so and run.
-        warn(f"warning: cannot take lock {settings.lock!r} ({exc}); running without it")
-        return None
+        # The user asked for mutual exclusion: a lock that cannot be taken skips the run, as
+        # `flock -n` does, rather than risk two runs at once.
+        reason = f"skipped: cannot take lock {settings.lock!r} ({exc})"
+        warn(reason)
+        return finish_run(settings, skipped_record(settings, reason), warn)
     if held is not None:
         return held
     reason = locks.holder(settings.state_dir, settings.lock).skip_message()
@@ -271,6 +280,7 @@ def _run_locked(settings: RunSettings, held, guard: _SignalGuard, warn: Warn) ->
             timeout_s=settings.timeout_s,
             kill_after_s=settings.kill_after_s,
             capture=settings.capture,
+            env=settings.env,  # without jobwrap's secrets
             # The child inherits the lock: it is held as long as the job's tree lives.
             pass_fds=(held.fd,) if held is not None else (),
         )
@@ -333,6 +343,14 @@ def _store_and_report(settings: RunSettings, record: RunRecord, warn: Warn,
     to_send = bool(settings.monitor) and wants_report(report.policy, record)
     if to_send and report.dry_run:
         warn("dry run: would send\n" + _describe_request(settings, record))
+        return record
+    if to_send and settings.report_problem:
+        # Where to report is broken, not the run: keep the report with the reason, so
+        # `jobwrap flush` sends it once the configuration is fixed.
+        warn(f"warning: cannot report to Idlemon: {settings.report_problem}; the report is "
+             "kept for `jobwrap flush`")
+        record = replace(record, report_status="pending", report_error=settings.report_problem)
+        _store(settings.state_dir, record, warn, claim=False, lease=report.budget_s)
         return record
     if to_send and not report.token:
         warn(

@@ -50,6 +50,11 @@ def code_blocks(text: str) -> str:
     return "\n".join(text.split("```")[1::2])
 
 
+def _ini_blocks(text: str) -> list[str]:
+    return [block[len("ini\n"):] for block in text.split("```")[1::2]
+            if block.startswith("ini\n")]
+
+
 def test_the_example_crontabs_parse_and_their_jobwrap_lines_are_valid():
     for name in ("crontab", "jobwrap-cron.crontab"):
         table = read_crontab(EXAMPLES / name)
@@ -87,10 +92,54 @@ def _command_arrays(node):
             yield from _command_arrays(item)
 
 
+def _kubernetes_documents() -> dict[str, dict]:
+    docs = yaml.safe_load_all((EXAMPLES / "kubernetes-cronjob.yaml").read_text())
+    return {doc["kind"]: doc for doc in docs}
+
+
 def test_kubernetes_cronjob_forbids_concurrency():
-    doc = yaml.safe_load((EXAMPLES / "kubernetes-cronjob.yaml").read_text())
-    assert doc["kind"] == "CronJob"
+    doc = _kubernetes_documents()["CronJob"]
     assert doc["spec"]["concurrencyPolicy"] == "Forbid"
+
+
+def test_kubernetes_state_outlives_the_pod_on_a_claim_the_file_defines():
+    # An emptyDir dies with the pod and takes the reports an outage held back with it.
+    docs = _kubernetes_documents()
+    pod = docs["CronJob"]["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+    container = pod["containers"][0]
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
+    volume = next(v for v in pod["volumes"] if v["name"] == mounts[env["JOBWRAP_STATE_DIR"]])
+    assert "emptyDir" not in volume
+    claim = volume["persistentVolumeClaim"]["claimName"]
+    assert docs["PersistentVolumeClaim"]["metadata"]["name"] == claim
+
+
+# `pip install jobwrap`, `pip install -U jobwrap==1.0`: a registry that has no jobwrap.
+REGISTRY_INSTALL = re.compile(r"pip3? install\b[^\n;&|]*?(?<![\w./@-])jobwrap\b(?![\w./-])")
+
+
+@pytest.mark.parametrize("path", [*sorted(EXAMPLES.iterdir()), *sorted(UNITS.iterdir()),
+                                  ROOT / "README.md"], ids=lambda p: p.name)
+def test_nothing_installs_jobwrap_from_a_package_registry(path):
+    # jobwrap is not published: every example installs it from its repository.
+    found = REGISTRY_INSTALL.findall(path.read_text())
+    assert not found, found
+
+
+def test_the_regex_that_finds_registry_installs_tells_them_from_source_installs():
+    assert REGISTRY_INSTALL.search("RUN pip install --no-cache-dir jobwrap tzdata")
+    assert REGISTRY_INSTALL.search("pip install jobwrap==1.2")
+    for source in ("/opt/jobwrap/bin/pip install /src tzdata", "pip install ./jobwrap",
+                   'pip install "jobwrap @ git+https://example.com/jobwrap.git"',
+                   "pip install -e '.[test]'"):
+        assert not REGISTRY_INSTALL.search(source.replace('"jobwrap @', '"x @')), source
+
+
+@pytest.mark.parametrize("name", ["jobwrap@.service", "jobwrap-cron.service"])
+def test_the_state_directory_is_private_to_its_owner(name):
+    lines = (UNITS / name).read_text().splitlines()
+    assert "StateDirectoryMode=0700" in lines
 
 
 def test_dockerfile_runs_jobwrap_cron_as_its_entrypoint():
@@ -137,6 +186,15 @@ def test_systemd_analyze_verify_accepts_the_units(tmp_path):
         target = system / unit.name.replace("@.", "@backup.")
         shutil.copy(unit, target)
         units.append(str(target))
+    # The drop-ins systemd-timer.md tells the reader to write, applied to the instance.
+    for block in _ini_blocks((EXAMPLES / "systemd-timer.md").read_text()):
+        unit = "jobwrap@backup.timer" if "[Timer]" in block else "jobwrap@backup.service"
+        dropin = system / f"{unit}.d" / "override.conf"
+        dropin.parent.mkdir(exist_ok=True)
+        dropin.write_text(block)
+    assert (system / "jobwrap@backup.service.d").is_dir()
     result = subprocess.run(["systemd-analyze", "verify", f"--root={root}", *units],
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stdout + result.stderr
+    # An unknown or misspelt key is only a warning, and systemd runs the unit without it.
+    assert "ignoring" not in result.stderr.lower(), result.stderr

@@ -7,6 +7,7 @@ import re
 import shlex
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -15,6 +16,7 @@ import yaml
 from jobwrap.cli import cli
 from jobwrap.cron.crontab import read_crontab
 from jobwrap.output.patterns import parse_pattern_spec
+from tests.fakes.idlemon_server import TOKEN, IdlemonServer
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples"
@@ -198,3 +200,56 @@ def test_systemd_analyze_verify_accepts_the_units(tmp_path):
     assert result.returncode == 0, result.stdout + result.stderr
     # An unknown or misspelt key is only a warning, and systemd runs the unit without it.
     assert "ignoring" not in result.stderr.lower(), result.stderr
+
+
+def _add_monitor(server: IdlemonServer, slug: str) -> None:
+    first = server.project["monitors"][0]
+    server.project["monitors"].append(dict(first, slug=slug, id=f"{slug}-0000"))
+
+
+def _section(text: str, heading: str) -> str:
+    start = text.index(heading + "\n")
+    end = text.find("\n## ", start + len(heading))
+    return text[start:end if end != -1 else None]
+
+
+def test_the_readmes_reporting_snippet_gets_the_token_to_a_job_that_cron_starts(tmp_path):
+    # cron starts jobs with HOME, LOGNAME, SHELL and PATH, not the variables of the shell that
+    # ran `crontab -e`: the snippet must get the token to jobwrap some other way.
+    section = _section((ROOT / "README.md").read_text(), "## Reporting to Idlemon")
+    blocks = section.split("```")[1::2]
+    setup = next(b for b in blocks if b.startswith("sh\n"))[len("sh\n"):]
+    crontab_line = next(b for b in blocks if "jobwrap run" in b and not b.startswith("sh"))
+    home = tmp_path / "home"
+    home.mkdir()
+    shell = {"HOME": str(home), "PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"}
+    done = subprocess.run(["bash", "-euc", setup], input=TOKEN.encode() + b"\n", env=shell,
+                          capture_output=True, timeout=30)
+    assert done.returncode == 0, done.stderr
+    token_file = home / ".config" / "jobwrap" / "idlemon-token"
+    assert token_file.stat().st_mode & 0o077 == 0, "the token file is readable by others"
+
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    (bindir / "jobwrap").write_text(
+        f"#!/bin/sh\nPYTHONPATH={ROOT} exec {sys.executable} -m jobwrap \"$@\"\n")
+    (bindir / "jobwrap").chmod(0o755)
+    table = tmp_path / "crontab"
+    job = bindir / "backup.sh"
+    job.write_text("#!/bin/sh\necho backed up\n")
+    job.chmod(0o755)
+    table.write_text(crontab_line.strip().replace("/usr/local/bin/backup.sh", str(job)) + "\n")
+    [entry] = read_crontab(table).entries
+    with IdlemonServer() as server:
+        _add_monitor(server, "backup")
+        config = home / ".config" / "jobwrap" / "config.toml"
+        # Only the address differs from a real machine: the fake Idlemon on loopback.
+        config.write_text(config.read_text() + f'url = "{server.api_url}"\n')
+        cron_env = {"HOME": str(home), "LOGNAME": "me", "SHELL": "/bin/sh",
+                    "PATH": f"{bindir}:/usr/bin:/bin",
+                    "JOBWRAP_SYSTEM_CONFIG": str(tmp_path / "no-system-config.toml")}
+        ran = subprocess.run(["/bin/sh", "-c", entry.command], env=cron_env,
+                             capture_output=True, timeout=60)
+        assert ran.returncode == 0, ran.stderr
+        assert ran.stdout == b"backed up\n"
+        assert [log.slug for log in server.logs] == ["backup"], ran.stderr

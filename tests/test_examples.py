@@ -202,7 +202,7 @@ def test_systemd_analyze_verify_accepts_the_units(tmp_path):
     assert "ignoring" not in result.stderr.lower(), result.stderr
 
 
-def _add_monitor(server: IdlemonServer, slug: str) -> None:
+def add_monitor(server: IdlemonServer, slug: str) -> None:
     first = server.project["monitors"][0]
     server.project["monitors"].append(dict(first, slug=slug, id=f"{slug}-0000"))
 
@@ -241,7 +241,7 @@ def test_the_readmes_reporting_snippet_gets_the_token_to_a_job_that_cron_starts(
     table.write_text(crontab_line.strip().replace("/usr/local/bin/backup.sh", str(job)) + "\n")
     [entry] = read_crontab(table).entries
     with IdlemonServer() as server:
-        _add_monitor(server, "backup")
+        add_monitor(server, "backup")
         config = home / ".config" / "jobwrap" / "config.toml"
         # Only the address differs from a real machine: the fake Idlemon on loopback.
         config.write_text(config.read_text() + f'url = "{server.api_url}"\n')

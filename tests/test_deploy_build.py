@@ -129,6 +129,35 @@ def test_the_readmes_two_setup_commands_work_with_a_python_that_refuses_system_i
     assert b"1 passed" in tested.stdout, tested.stdout
 
 
+def _machine_install_blocks() -> dict[str, str]:
+    """The blocks that install jobwrap for a machine's cron and units, by where they are."""
+    found = {}
+    for path in (ROOT / "README.md", EXAMPLES / "systemd-timer.md"):
+        blocks = path.read_text().split("```")[1::2]
+        [block] = [b for b in blocks if b.startswith("sh\n") and "/opt/jobwrap/bin/pip" in b]
+        found[path.name] = block[len("sh\n"):]
+    return found
+
+
+@pytest.mark.parametrize("name", sorted(_machine_install_blocks()))
+def test_the_machine_install_makes_usr_local_bin_jobwrap_from_the_checkout(tmp_path, name):
+    # As root (sudo dropped), with /opt and /usr/local taken into a temporary root, on the
+    # machine's own python3 (externally-managed where there is one).
+    python = EXTERNALLY_MANAGED or Path(sys.executable)
+    tree = copy_source_tree(tmp_path / "jobwrap")
+    root = tmp_path / "root"
+    (root / "usr" / "local" / "bin").mkdir(parents=True)
+    block = _machine_install_blocks()[name].replace("sudo ", "")
+    env = clean_env(PATH=f"{python.parent}:/usr/bin:/bin", HOME=str(tmp_path / "home"))
+    sh(IMAGE_PATH.sub(str(root) + "/", block), cwd=tree, env=env)
+    linked = root / "usr" / "local" / "bin" / "jobwrap"
+    assert linked.resolve() == root / "opt" / "jobwrap" / "bin" / "jobwrap"
+    _installed_from_this_tree(root / "opt" / "jobwrap" / "bin" / "python")
+    ran = subprocess.run([str(linked), "run", "--", "echo", "hello"], capture_output=True,
+                         env=env, timeout=60)
+    assert (ran.returncode, ran.stdout) == (0, b"hello\n"), ran.stderr
+
+
 # -- examples/Dockerfile, replayed without a Docker engine -------------------------------
 
 def dockerfile_instructions(text: str) -> list[tuple[str, str]]:

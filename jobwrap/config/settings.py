@@ -19,6 +19,7 @@ from __future__ import annotations
 import os
 import re
 import stat
+import urllib.parse
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -135,6 +136,32 @@ def _path(text: object, what: str = "path") -> Path:
     return Path(raw).expanduser()
 
 
+def _lock_url(text: object, what: str = "lock URL") -> str:
+    from jobwrap.store.fleet import check_url
+
+    raw = str(text).strip()
+    if what.startswith("--") and urllib.parse.urlsplit(raw).password:
+        raise UsageError("--lock-url holds a password: secrets never go on the command line; "
+                         "use $JOBWRAP_LOCK_PASSWORD or [lock] password_file")
+    try:
+        return check_url(raw)
+    except ConfigError as exc:
+        raise UsageError(str(exc)) from None
+
+
+def _masked_url(url: str) -> str:
+    from jobwrap.store.fleet import mask_url
+
+    return mask_url(url)
+
+
+def _lock_unavailable(text: object, what: str = "lock-unavailable") -> str:
+    raw = str(text).strip().lower()
+    if raw not in ("skip", "run"):
+        raise UsageError(f"bad {what} {text!r}: choose skip (the default) or run")
+    return raw
+
+
 @dataclass(frozen=True)
 class Setting:
     """One setting: its env variable, its place in the files, its default and its parser."""
@@ -146,6 +173,7 @@ class Setting:
     parse: Callable[..., Any]
     per_monitor: bool = False  # may also appear in [monitors.SLUG]
     secret: bool = False
+    show: Callable[[Any], str] | None = None  # how `jobwrap config` shows it (masking)
 
 
 SETTINGS: tuple[Setting, ...] = (
@@ -176,6 +204,13 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("promonitor", None, None, None, _text, per_monitor=True),
     Setting("require_up", None, None, None, _require_up, per_monitor=True),
     Setting("skipped_exit", None, ("run", "skipped_exit"), 75, _exit_code, per_monitor=True),
+    Setting("lock_url", "JOBWRAP_LOCK_URL", ("lock", "url"), None, _lock_url,
+            show=_masked_url),
+    Setting("lock_password", "JOBWRAP_LOCK_PASSWORD", ("lock", "password"), None, _token,
+            secret=True),
+    Setting("lock_lease", None, ("lock", "lease"), 30.0, parse_duration, per_monitor=True),
+    Setting("lock_unavailable", None, ("lock", "unavailable"), "skip", _lock_unavailable,
+            per_monitor=True),
 )
 
 
@@ -230,7 +265,7 @@ def load_file(path: Path, required: bool = False) -> ConfigFile | None:
     return ConfigFile(path, data)
 
 
-_SECTIONS = {"run", "idlemon", "promonitor", "monitors"}
+_SECTIONS = {"run", "idlemon", "promonitor", "lock", "monitors"}
 
 
 def _check_shape(path: Path, data: Mapping[str, Any]) -> None:
@@ -245,10 +280,9 @@ def _check_shape(path: Path, data: Mapping[str, Any]) -> None:
             raise ConfigError(f"config file {path}: [{name}] must be a table")
     known_keys: dict[str, set[str]] = {s.file_key[0]: set() for s in SETTINGS if s.file_key}
     for s in SETTINGS:
-        if s.file_key:
-            known_keys[s.file_key[0]].add(s.file_key[1])
-    for section in ("idlemon", "promonitor"):
-        known_keys[section].add("token_file")
+        if s.file_key:  # a secret may instead be read from a file: token_file, password_file
+            suffixes = ("", "_file") if s.secret else ("",)
+            known_keys[s.file_key[0]].update(s.file_key[1] + x for x in suffixes)
     for section, keys in known_keys.items():
         extra = set(data.get(section, {})) - keys
         if extra:
@@ -339,7 +373,7 @@ def _from_file(setting, scope, warnings, what):
         if setting.secret:
             _warn_if_readable(f.path, warnings)
         return value, where
-    file_key = key + "_file" if section.startswith("monitors.") else "token_file"
+    file_key = key + "_file"
     if setting.secret and file_key in table:
         path = Path(str(table[file_key]))
         return _read_secret(path, warnings), f"file {path} ({where} {file_key})"
@@ -407,6 +441,8 @@ def describe(resolved: Resolved, as_json: bool = False) -> str:
     for setting in SETTINGS:
         value = resolved.values[setting.name]
         shown = mask(value) if setting.secret else ("-" if value is None else str(value))
+        if setting.show is not None and value is not None:
+            shown = setting.show(value)
         rows.append((setting.name, shown, resolved.sources[setting.name]))
     for kind, table in (("meta", resolved.metas), ("count", resolved.counts)):
         for name, pattern in table.items():

@@ -156,7 +156,14 @@ def _left_elsewhere(resolved: Resolved, monitor: str | None) -> int:
 
 
 def doctor(resolved: Resolved) -> tuple[str, int]:
-    from jobwrap.doctor import Finding, check_idlemon, check_promonitor, check_state_dir, worst
+    from jobwrap.doctor import (
+        Finding,
+        check_idlemon,
+        check_lock,
+        check_promonitor,
+        check_state_dir,
+        worst,
+    )
 
     findings: list[Finding] = [Finding(False, w) for w in resolved.warnings]
     try:
@@ -173,6 +180,7 @@ def doctor(resolved: Resolved) -> tuple[str, int]:
     findings += list(check_idlemon(resolved, monitors, schedules,
                                    _per_monitor(per_monitor, "interval")))
     findings += list(check_promonitor(resolved, _per_monitor(per_monitor, "promonitor")))
+    findings += list(check_lock(resolved, _per_monitor(per_monitor, "lock"), schedules))
     return "".join(f.line() + "\n" for f in findings), worst(findings)
 
 

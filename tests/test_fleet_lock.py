@@ -112,8 +112,9 @@ def host_env(tmp_path: Path, host: str, url: str, **extra: str) -> dict[str, str
 
 
 def start_run(env: dict[str, str], *args: str, job: list[str] = WAITING_JOB) -> subprocess.Popen:
+    lock = () if "-m" in args else ("--lock=job",)
     return subprocess.Popen(
-        [*JOBWRAP, "run", "--lock=job", "--lock-lease", LEASE, *args, "--", *job],
+        [*JOBWRAP, "run", *lock, "--lock-lease", LEASE, *args, "--", *job],
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
         env=dict(os.environ, **env), start_new_session=True,
     )
@@ -321,6 +322,18 @@ def test_doctor_reports_the_backend_holders_and_clock_offset(
     assert 19 < (within.offset_s or 0) < 21
     down = fleet.probe(fleet.FleetSettings(f"redis://127.0.0.1:{_free_port()}/0"), ["job"])
     assert down.error and "unavailable" in down.error
+    config = tmp_path / "config.toml"
+    config.write_text('[monitors.send-mail]\nlock = true\nschedule = "*/5 * * * *"\n')
+    a = host_env(tmp_path, "a", redis_url, JOBWRAP_CONFIG=str(config))
+    holder = start_run(a, "-m", "send-mail", job=WAITING_JOB)
+    assert holder.stdout.readline() == b"ran\n"
+    out = jobwrap("doctor", env=a).stdout.decode()
+    holder.communicate(b"", timeout=30)
+    assert f"ok    lock backend {redis_url} answers (Redis " in out
+    assert "s from Redis's TIME (tolerance 150 s)" in out and "ok    this host's clock" in out
+    assert "ok    lock 'send-mail' is held by host a (pid " in out
+    bad = jobwrap("doctor", env=dict(a, JOBWRAP_LOCK_URL=down.url)).stdout.decode()
+    assert f"FAIL  lock backend: Redis at {down.url} unavailable: " in bad
 
 
 def test_the_password_comes_from_password_file_and_is_never_shown(

@@ -98,6 +98,14 @@ def cli() -> None:
               help="Skip this run while a previous run of the job (or NAME) still runs.")
 @click.option("--lock-wait", type=Duration(),
               help="With --lock: wait this long for the previous run before skipping.")
+@click.option("--lock-url", metavar="URL",
+              help="Share --lock across hosts in this Redis (redis://HOST[:PORT][/DB]) "
+                   "[env JOBWRAP_LOCK_URL].")
+@click.option("--lock-lease", type=Duration(),
+              help="With --lock-url: the lease, renewed while the job runs (30s).")
+@click.option("--lock-unavailable", type=click.Choice(["skip", "run"]),
+              help="With --lock-url, when Redis cannot be asked: skip the run (default) or "
+                   "run it unlocked.")
 @click.option(
     "--report",
     type=click.Choice(["success", "always", "never"]),

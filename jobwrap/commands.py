@@ -168,6 +168,7 @@ def doctor(resolved: Settings) -> tuple[str, int]:
     from jobwrap.doctor import (
         Finding,
         check_idlemon,
+        check_lock,
         check_monitor_problems,
         check_promonitor,
         check_state_dir,
@@ -190,6 +191,7 @@ def doctor(resolved: Settings) -> tuple[str, int]:
                                    _per_monitor(per_monitor, "interval")))
     findings += list(check_promonitor(resolved, _per_monitor(per_monitor, "promonitor")))
     findings += list(check_monitor_problems(resolved, per_monitor))
+    findings += list(check_lock(resolved, _per_monitor(per_monitor, "lock"), schedules))
     return "".join(f.line() + "\n" for f in findings), worst(findings)
 
 

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from datetime import datetime
 
 from jobwrap.config.settings import IDLEMON, PROMONITOR, Settings
 from jobwrap.errors import ApiError, JobwrapError
@@ -165,6 +166,52 @@ def check_monitor_problems(resolved: Settings,
             if problem and problem != resolved.problem(service):
                 yield Finding(False, f"monitor {slug!r}: {service}: {problem} — "
                               f"{_FIX[service]}")
+
+
+def check_lock(resolved: Settings, locks: dict[str, str], schedules: dict[str, str],
+               now: Callable[[], datetime] | None = None) -> Iterator[Finding]:
+    """With a lock URL: Redis answers, this host's clock agrees with Redis's TIME within the
+    slot tolerance (half the shortest gap of the known schedules), and who holds the locks."""
+    if not resolved.lock_url:
+        return
+    from jobwrap.config.values import bool_word
+    from jobwrap.store.fleet import FleetSettings, probe
+
+    words = {slug: (None if str(v) == "" else bool_word(v)) for slug, v in locks.items()}
+    names = {slug: slug if str(v) == "" or words[slug] else str(v)
+             for slug, v in locks.items() if words[slug] is not False}
+    settings = FleetSettings(resolved.lock_url, resolved.lock_password)
+    found = probe(settings, sorted(set(names.values())), now)
+    if found.error:
+        yield Finding(False, f"lock backend: {found.error} — check [lock] url and the "
+                      "password, or runs with --lock are skipped")
+        return
+    yield Finding(True, f"lock backend {found.url} answers (Redis {found.version})")
+    tolerance = _slot_tolerance_s(schedules.values())
+    offset = found.offset_s or 0.0
+    yield Finding(abs(offset) <= tolerance,
+                  f"this host's clock is {offset:+.1f} s from Redis's TIME (tolerance "
+                  f"{tolerance:g} s)" + ("" if abs(offset) <= tolerance else
+                                         " — fix NTP, or runs may take the wrong slot"))
+    for name, holder in found.holders:
+        if holder is not None:
+            yield Finding(True, f"lock {name!r} is held by {holder.describe()}")
+
+
+def _slot_tolerance_s(schedules: Iterable[str]) -> float:
+    """Half the shortest gap between fire times of these schedules (cron's 1 min if none)."""
+    from jobwrap.schedule import parse_schedule
+
+    gaps: list[float] = []
+    for expr in schedules:
+        try:
+            parsed = parse_schedule(expr)
+            if not parsed.is_reboot:
+                times = parsed.next_times(48)
+                gaps += [(b - a).total_seconds() for a, b in zip(times, times[1:], strict=False)]
+        except JobwrapError:
+            continue
+    return (min(gaps) if gaps else 60.0) / 2
 
 
 def worst(findings: list[Finding]) -> int:

@@ -264,6 +264,23 @@ class Schedule:
         begin = (start or datetime.now(UTC)).astimezone(UTC)
         return max(self._intraday_gap(), *self._gaps_at_probes(begin, begin + horizon))
 
+    def slot_at(self, moment: datetime) -> tuple[datetime, timedelta]:
+        """The fire time nearest ``moment`` (the slot a run started then belongs to), and how
+        long a claim on it must last: the longer of the gaps on either side of it.
+
+        Rounding to the nearest fire time, rather than the last one, lets a host whose clock
+        is a little behind, or whose cron fired a little late, still name the same slot: any
+        error under half the gap to the neighbouring fire time names the right one.
+        """
+        after = self.next_after(moment)
+        before = self._step(self._iterator(after), forward=False)
+        if _utc(moment) - _utc(before) <= _utc(after) - _utc(moment):
+            fire, other = before, self._step(self._iterator(before), forward=False)
+        else:
+            fire, other = after, self.next_after(after)
+        gaps = (abs(_utc(fire) - _utc(other)), _utc(after) - _utc(before))
+        return _utc(fire), max(gaps)
+
     def _require_fire_times(self) -> None:
         if self.is_reboot:
             raise UsageError(f"{REBOOT} runs once when the supervisor starts: it has no fire times")

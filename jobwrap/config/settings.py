@@ -23,10 +23,11 @@ the command says so in one line (the run keeps its report for ``jobwrap flush``)
 from __future__ import annotations
 
 import os
+import urllib.parse
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from jobwrap.config.files import ConfigFile, read_secret, read_toml, system_file, user_file
 from jobwrap.config.files import warn_if_readable as _warn_if_readable
@@ -55,6 +56,32 @@ def _token(text: object, what: str = "token") -> str:
     return check_token(str(text).strip(), what)
 
 
+def _lock_url(text: object, what: str = "lock URL") -> str:
+    from jobwrap.store.fleet import check_url
+
+    raw = str(text).strip()
+    if what.startswith("--") and urllib.parse.urlsplit(raw).password:
+        raise UsageError("--lock-url holds a password: secrets never go on the command line; "
+                         "use $JOBWRAP_LOCK_PASSWORD or [lock] password_file")
+    try:
+        return check_url(raw)
+    except ConfigError as exc:
+        raise UsageError(str(exc)) from None
+
+
+def _masked_url(url: str) -> str:
+    from jobwrap.store.fleet import mask_url
+
+    return mask_url(url)
+
+
+def _lock_unavailable(text: object, what: str = "lock-unavailable") -> Literal["skip", "run"]:
+    raw = str(text).strip().lower()
+    if raw not in ("skip", "run"):
+        raise UsageError(f"bad {what} {text!r}: choose skip (the default) or run")
+    return "skip" if raw == "skip" else "run"
+
+
 @dataclass(frozen=True)
 class Setting:
     """One setting: its env variable, its place in the files, its default and its parser.
@@ -70,6 +97,7 @@ class Setting:
     per_monitor: bool = False  # may also appear in [monitors.SLUG]
     secret: bool = False
     service: str | None = None
+    show: Callable[[Any], str] | None = None  # how `jobwrap config` shows it (masking)
 
 
 SETTINGS: tuple[Setting, ...] = (
@@ -104,6 +132,13 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("require_up", None, None, None, parse_require_up, per_monitor=True),
     Setting("skipped_exit", None, ("run", "skipped_exit"), 75, parse_exit_code,
             per_monitor=True),
+    Setting("lock_url", "JOBWRAP_LOCK_URL", ("lock", "url"), None, _lock_url,
+            show=_masked_url),
+    Setting("lock_password", "JOBWRAP_LOCK_PASSWORD", ("lock", "password"), None, _token,
+            secret=True),
+    Setting("lock_lease", None, ("lock", "lease"), 30.0, parse_duration, per_monitor=True),
+    Setting("lock_unavailable", None, ("lock", "unavailable"), "skip", _lock_unavailable,
+            per_monitor=True),
 )
 _BY_NAME = {s.name: s for s in SETTINGS}
 
@@ -111,7 +146,7 @@ _BY_NAME = {s.name: s for s in SETTINGS}
 # the files that hold them.
 SECRET_ENV: tuple[str, ...] = tuple(
     name for s in SETTINGS if s.secret and s.env for name in (s.env, s.env + "_FILE")
-)
+) + ("JOBWRAP_LOCK_URL",)  # a lock URL may hold a password
 
 
 @dataclass(frozen=True)
@@ -139,6 +174,10 @@ class Settings:
     promonitor: str | None
     require_up: RequireUp | None
     skipped_exit: int
+    lock_url: str | None
+    lock_password: str | None
+    lock_lease: float
+    lock_unavailable: Literal["skip", "run"]
     sources: Mapping[str, str] = field(default_factory=dict)
     metas: Mapping[str, str] = field(default_factory=dict)  # from the monitor's section
     counts: Mapping[str, str] = field(default_factory=dict)
@@ -172,7 +211,7 @@ def load_file(path: Path, required: bool = False) -> ConfigFile | None:
     return loaded
 
 
-_SECTIONS = {"run", "idlemon", "promonitor", "monitors"}
+_SECTIONS = {"run", "idlemon", "promonitor", "lock", "monitors"}
 
 
 def _check_shape(path: Path, data: Mapping[str, Any]) -> None:
@@ -187,10 +226,9 @@ def _check_shape(path: Path, data: Mapping[str, Any]) -> None:
             raise ConfigError(f"config file {path}: [{name}] must be a table")
     known_keys: dict[str, set[str]] = {s.file_key[0]: set() for s in SETTINGS if s.file_key}
     for s in SETTINGS:
-        if s.file_key:
-            known_keys[s.file_key[0]].add(s.file_key[1])
-    for section in ("idlemon", "promonitor"):
-        known_keys[section].add("token_file")
+        if s.file_key:  # a secret may instead be read from a file: token_file, password_file
+            suffixes = ("", "_file") if s.secret else ("",)
+            known_keys[s.file_key[0]].update(s.file_key[1] + x for x in suffixes)
     for section, keys in known_keys.items():
         extra = set(data.get(section, {})) - keys
         if extra:
@@ -301,7 +339,7 @@ def _from_file(setting, scope, warnings, what):
         if setting.secret:
             _warn_if_readable(f.path, warnings)
         return value, where
-    file_key = key + "_file" if section.startswith("monitors.") else "token_file"
+    file_key = key + "_file"
     if setting.secret and file_key in table:
         path = Path(str(table[file_key]))
         return read_secret(path, warnings), f"file {path} ({where} {file_key})"
@@ -364,6 +402,8 @@ def describe(settings: Settings) -> list[ConfigRow]:
             shown = "(unusable)"
         elif setting.secret:
             shown = mask(value)
+        elif setting.show is not None and value is not None:
+            shown = setting.show(value)
         else:
             shown = "-" if value is None else str(value)
         rows.append(ConfigRow(setting.name, shown, settings.sources[setting.name], problem))

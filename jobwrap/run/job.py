@@ -26,8 +26,9 @@ from jobwrap.process.spawn import RunResult, RunSpec, new_run_id, run_command
 from jobwrap.process.tree import signal_name
 from jobwrap.store.history import History, RunRecord, open_history
 
-if TYPE_CHECKING:  # imported only when --promonitor is used
+if TYPE_CHECKING:  # imported only when --promonitor is used (--lock-url)
     from jobwrap.promonitor.gate import DependencySettings
+    from jobwrap.store.fleet import FleetSettings
 
 Warn = Callable[[str], None]
 
@@ -57,6 +58,7 @@ class RunSettings:
     lock_wait_s: float | None = None
     report_problem: str | None = None  # why reports cannot be sent (token, URL): kept instead
     env: Mapping[str, str] | None = None  # the command's environment; None: jobwrap's own
+    fleet: FleetSettings | None = None  # only with --lock and a lock URL
 
     @property
     def job(self) -> str:
@@ -110,6 +112,7 @@ def build_run_settings(
         lock=_lock_name(settings.lock, settings.monitor, argv, settings.lock_wait),
         lock_wait_s=settings.lock_wait,
         env=child_environment(settings),
+        fleet=_fleet_settings(settings),
     )
 
 
@@ -144,6 +147,22 @@ def _lock_name(value: str | None, monitor: str | None, argv: tuple[str, ...],
     if value == "" or word is True:
         return monitor or shlex.join(argv)
     return value
+
+
+def _fleet_settings(settings: Settings) -> FleetSettings | None:
+    """With --lock and a lock URL: the Redis lease's settings (the client must be installed)."""
+    if settings.lock is None or bool_word(settings.lock) is False or not settings.lock_url:
+        return None
+    from jobwrap.store.fleet import FleetSettings, require_client
+
+    require_client()
+    return FleetSettings(
+        url=settings.lock_url,
+        password=settings.lock_password,
+        lease_s=settings.lock_lease,
+        unavailable=settings.lock_unavailable,
+        host=os.environ.get("JOBWRAP_HOSTNAME") or os.uname().nodename,
+    )
 
 
 def _dependency_settings(settings: Settings) -> DependencySettings | None:
@@ -240,7 +259,7 @@ def _run_guarded(settings: RunSettings, guard: _SignalGuard, warn: Warn) -> RunR
 
 
 def _take_lock(settings: RunSettings, warn: Warn):
-    """The JobLock, or the record of the skipped run when it cannot be had."""
+    """The JobLock (and fleet lease), or the record of the skipped run when it cannot be had."""
     from jobwrap.store import lock as locks
 
     assert settings.lock is not None
@@ -252,11 +271,49 @@ def _take_lock(settings: RunSettings, warn: Warn):
         reason = f"skipped: cannot take lock {settings.lock!r} ({exc})"
         warn(reason)
         return finish_run(settings, skipped_record(settings, reason), warn)
-    if held is not None:
-        return held
-    reason = locks.holder(settings.state_dir, settings.lock).skip_message()
-    warn(reason)
-    return finish_run(settings, skipped_record(settings, reason), warn)
+    if held is None:
+        reason = locks.holder(settings.state_dir, settings.lock).skip_message()
+        warn(reason)
+        return finish_run(settings, skipped_record(settings, reason), warn)
+    if settings.fleet is not None:
+        return _take_fleet_lock(settings, settings.fleet, held, warn)
+    return held
+
+
+def _take_fleet_lock(settings: RunSettings, fleet_settings: FleetSettings, local, warn: Warn):
+    """After the local lock, the fleet's lease and slot in Redis; a skip record when refused."""
+    from jobwrap.store import fleet
+
+    assert settings.lock is not None
+    run_id = new_run_id()
+    try:
+        got = fleet.acquire(fleet_settings, settings.lock, run_id=run_id, warn=warn,
+                            slot=_fleet_slot(settings.schedule))
+    except fleet.FleetUnavailable as exc:
+        if fleet_settings.unavailable == "run":
+            warn(f"warning: {exc}; running without the fleet lock (--lock-unavailable run)")
+            return local
+        got = fleet.Refused(f"skipped: {exc} (fleet lock {settings.lock!r})", fleet.Holder())
+    if isinstance(got, fleet.Lease):
+        return fleet.FleetLock(local, got, run_id)
+    if local is not None:
+        local.release()
+    warn(got.message)
+    return finish_run(settings, skipped_record(settings, got.message), warn)
+
+
+def _fleet_slot(schedule: str | None):
+    """The schedule slot this run belongs to (the nearest fire time), None without one."""
+    if not schedule:
+        return None
+    from jobwrap.schedule import parse_schedule
+    from jobwrap.store.fleet import Slot
+
+    parsed = parse_schedule(schedule)
+    if parsed.is_reboot:
+        return None
+    fire, keep = parsed.slot_at(datetime.now(UTC))
+    return Slot(fire, keep.total_seconds())
 
 
 def _run_locked(settings: RunSettings, held, guard: _SignalGuard, warn: Warn) -> RunRecord:
@@ -282,12 +339,16 @@ def _run_locked(settings: RunSettings, held, guard: _SignalGuard, warn: Warn) ->
             capture=settings.capture,
             env=settings.env,  # without jobwrap's secrets
             # The child inherits the lock: it is held as long as the job's tree lives.
-            pass_fds=(held.fd,) if held is not None else (),
-        )
+            pass_fds=(held.fd,) if held is not None and held.fd is not None else (),
+        ),
+        run_id=getattr(held, "run_id", None),  # the fleet lease names the run
     )
     if result.spawn_error:
         warn(result.spawn_error)
-    record = make_record(settings, result, _context_metas(dependency, result, warn))
+    extra = _context_metas(dependency, result, warn)
+    if getattr(held, "lost", False):
+        extra.append(("lock_lost", "true"))
+    record = make_record(settings, result, extra)
     return finish_run(settings, record, warn, guard)
 
 

@@ -49,6 +49,8 @@ BUSY_TIMEOUT_MS = 5_000
 WINDOW_S = 61.0
 DEFAULT_RPM = 2  # the Free plan
 DEFAULT_TTL_S = 60.0  # checks of a monitor whose interval we do not know yet
+# An interval of days (or 10**15 s) must not keep an "up" answer for that long.
+MAX_TTL_S = 3600.0
 # A bogus Retry-After (a day, a year) must not silence every cross-check on the host for that
 # long; an hour is far beyond any per-minute limit's real wait.
 MAX_BLOCK_S = 3600.0
@@ -184,7 +186,7 @@ class PmCache:
         differently, the entry would otherwise never be found again.)
         """
         now = self._now(now)
-        ttl = self.ttl_s if self.ttl_s is not None else float(monitor.interval_seconds)
+        ttl = self.ttl_s if self.ttl_s is not None else _ttl_of(monitor)
         self._store(MONITOR, monitor_id, monitor.to_json(), now, ttl)
 
     def put_checks(
@@ -198,7 +200,7 @@ class PmCache:
         ttl = self.ttl_s
         if ttl is None:
             monitor = self.monitor(monitor_id)
-            ttl = float(monitor.value.interval_seconds) if monitor else DEFAULT_TTL_S
+            ttl = _ttl_of(monitor.value) if monitor else DEFAULT_TTL_S
         self._store(CHECKS, monitor_id, [c.to_json() for c in checks], now, ttl)
 
     # Budget ----------------------------------------------------------------------------------
@@ -224,7 +226,8 @@ class PmCache:
     def note_retry_after(self, retry_after_s: float | None, *, now: float | None = None) -> None:
         """After a 429: block everyone for Retry-After (a whole window when it was not given)."""
         now = self._now(now)
-        wait = WINDOW_S if retry_after_s is None else min(retry_after_s, MAX_BLOCK_S)
+        # At least a second: "Retry-After: 0" (or a past date) still means "not right now".
+        wait = WINDOW_S if retry_after_s is None else min(max(retry_after_s, 1.0), MAX_BLOCK_S)
         self._block(now + wait, BlockReason.RATE_LIMITED)
 
     def note_exhausted(self, *, now: float | None = None) -> None:
@@ -421,6 +424,11 @@ class PmCache:
                 yield db
         except sqlite3.Error as exc:
             raise StateError(f"cannot use the ProMonitor cache {self.path}: {exc}") from None
+
+
+def _ttl_of(monitor: PmMonitor) -> float:
+    """How long an answer about ``monitor`` stays fresh: its interval, within sane bounds."""
+    return min(max(float(monitor.interval_seconds), 0.0), MAX_TTL_S)
 
 
 def token_hash(token: str) -> str:

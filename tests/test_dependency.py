@@ -300,3 +300,18 @@ def test_an_echoed_key_in_an_error_is_never_printed_or_stored(promonitor, tmp_pa
     for path in state_dir.rglob("*"):
         if path.is_file():
             assert KEY.lower().encode() not in path.read_bytes().lower(), path
+
+
+# The request budget is per host and key, not per state dir (issue 9, item 21) ----------------
+
+
+def test_three_state_dirs_share_the_hosts_request_budget(tmp_path, monkeypatch):
+    with ProMonitorServer(per_minute=50) as server:
+        monkeypatch.setenv("JOBWRAP_PROMONITOR_URL", server.url)
+        monkeypatch.setenv("JOBWRAP_PROMONITOR_TOKEN", KEY)
+        monkeypatch.setenv("JOBWRAP_PROMONITOR_RPM", "2")
+        for user in ("alice", "bob", "carol"):  # three users' jobs, each its own state dir
+            result = jobwrap("run", "--promonitor", MONITOR_API, "--", "true",
+                             env={"JOBWRAP_STATE_DIR": str(tmp_path / user)})
+            assert result.returncode == 0
+        assert server.hits == 2  # was 3: one budget per state dir

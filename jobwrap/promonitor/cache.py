@@ -2,7 +2,9 @@
 
 ProMonitor's Free plan allows 2 requests a minute for the whole account, and 40 cron jobs may
 start in the same second.  So every process goes through one SQLite file in the state dir
-(``promonitor.sqlite3``, apart from the history so neither can block the other) holding:
+(``promonitor.sqlite3``, apart from the history so neither can block the other) and one
+*budget file per host and account* (see :func:`budget_path`), which holds the request budget
+and the blocks so that jobs with different state dirs still share them.  Together they hold:
 
 * ``entries``: the last monitor object and check list per monitor id, as the API's JSON
   (``to_json``), with when they were fetched and when they expire (TTL: the monitor's
@@ -14,6 +16,14 @@ start in the same second.  So every process goes through one SQLite file in the 
 * ``flights``: "a fetch of this entry is in progress" (single-flight), and, for a few seconds
   after a failed fetch, why it failed, so a burst of jobs shares one failure too.
 
+``requests`` and ``blocks`` live in the budget file: ``<dir>/jobwrap-<uid>/promonitor-<key
+hash>.sqlite3``, where ``<dir>`` is ``/run/lock``, else ``/dev/shm``, else the temp dir (not
+``/tmp`` first: systemd's ``PrivateTmp=`` gives every unit its own).  It covers every jobwrap
+process of one Unix user on the host using that key, whatever its state dir; the directory is
+0700 and the file 0600, so other Unix users sharing a key count their own budget.
+``JOBWRAP_PROMONITOR_BUDGET_DIR`` names another directory (tests; a directory shared on
+purpose).  When none is usable, the budget falls back to the state dir's file.
+
 Everything is keyed by a SHA-256 of the API key: two accounts on a host never share an entry or
 a budget, and the key itself is never stored.  Each operation opens its own short connection
 (WAL, busy timeout), so a cache object may be used from any thread.  Every failure of the file
@@ -24,7 +34,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import sqlite3
+import stat
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import closing, contextmanager
@@ -56,6 +69,20 @@ MAX_TTL_S = 3600.0
 MAX_BLOCK_S = 3600.0
 FAILURE_HOLD_S = 10.0  # how long a failed fetch answers for the processes that waited on it
 _SOURCE = "ProMonitor cache"
+BUDGET_DIR_ENV = "JOBWRAP_PROMONITOR_BUDGET_DIR"
+BUDGET_SCHEMA_VERSION = 1
+_BUDGET_SCHEMA = """
+CREATE TABLE IF NOT EXISTS requests (
+    token_hash TEXT NOT NULL,
+    sent_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS requests_by_token ON requests (token_hash, sent_at);
+CREATE TABLE IF NOT EXISTS blocks (
+    token_hash TEXT PRIMARY KEY,
+    until REAL NOT NULL,
+    reason TEXT NOT NULL
+);
+"""
 
 MONITOR = "monitor"
 CHECKS = "checks"
@@ -155,6 +182,7 @@ class PmCache:
         requests_per_minute: int = DEFAULT_RPM,
         ttl_s: float | None = None,
         clock: Callable[[], float] = time.time,
+        budget_file: Path,
     ) -> None:
         if requests_per_minute < 0:
             raise ValueError(f"requests_per_minute must be >= 0, not {requests_per_minute}")
@@ -163,6 +191,7 @@ class PmCache:
         self.ttl_s = ttl_s
         self.clock = clock
         self._key = token_hash(token)
+        self.budget_file = budget_file  # attached as "budget" to every connection
 
     def __repr__(self) -> str:
         return f"PmCache({str(self.path)!r}, requests_per_minute={self.requests_per_minute})"
@@ -239,7 +268,7 @@ class PmCache:
         now = self._now(now)
         with self._read() as db:
             oldest = db.execute(
-                "SELECT MIN(sent_at) FROM requests WHERE token_hash = ? AND sent_at > ?",
+                "SELECT MIN(sent_at) FROM budget.requests WHERE token_hash = ? AND sent_at > ?",
                 (self._key, now - WINDOW_S),
             ).fetchone()[0]
         self._block((now if oldest is None else oldest) + WINDOW_S, BlockReason.EXHAUSTED)
@@ -338,17 +367,17 @@ class PmCache:
         count, so a clock change can make us stricter, never looser.
         """
         db.execute(
-            "DELETE FROM requests WHERE token_hash = ? AND sent_at <= ?",
+            "DELETE FROM budget.requests WHERE token_hash = ? AND sent_at <= ?",
             (self._key, now - WINDOW_S),
         )
         if self._sent_in_window(db, now) >= self.requests_per_minute:
             return False
-        db.execute("INSERT INTO requests VALUES (?, ?)", (self._key, now))
+        db.execute("INSERT INTO budget.requests VALUES (?, ?)", (self._key, now))
         return True
 
     def _sent_in_window(self, db: sqlite3.Connection, now: float) -> int:
         # Like _take_slot, rows dated after ``now`` count.
-        query = "SELECT COUNT(*) FROM requests WHERE token_hash = ? AND sent_at > ?"
+        query = "SELECT COUNT(*) FROM budget.requests WHERE token_hash = ? AND sent_at > ?"
         return int(db.execute(query, (self._key, now - WINDOW_S)).fetchone()[0])
 
     def _entry(self, kind: str, monitor_id: str, parse: Callable[[Any], T]) -> Cached[T] | None:
@@ -385,7 +414,7 @@ class PmCache:
         with self._write() as db:
             current = _blocked(db, self._key, float("-inf"))
             if current is None or until > current.until:  # a block is only ever extended
-                db.execute("INSERT OR REPLACE INTO blocks VALUES (?, ?, ?)",
+                db.execute("INSERT OR REPLACE INTO budget.blocks VALUES (?, ?, ?)",
                            (self._key, until, reason.value))
 
     def _now(self, now: float | None) -> float:
@@ -421,6 +450,7 @@ class PmCache:
     def _connection(self) -> Iterator[sqlite3.Connection]:
         try:
             with closing(_connect(self.path)) as db:
+                db.execute("ATTACH DATABASE ? AS budget", (str(self.budget_file),))
                 yield db
         except sqlite3.Error as exc:
             raise StateError(f"cannot use the ProMonitor cache {self.path}: {exc}") from None
@@ -444,7 +474,11 @@ def open_pmcache(
     ttl_s: float | None = None,
     clock: Callable[[], float] = time.time,
 ) -> PmCache:
-    """Open (creating or migrating if needed) the cache in ``state_dir``; StateError if not."""
+    """Open (creating or migrating if needed) the cache in ``state_dir``; StateError if not.
+
+    The request budget is the host's (:func:`budget_path`), or the state dir's when no
+    host-wide directory can be used safely.
+    """
     path = state_dir / DB_NAME
     try:
         state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -453,8 +487,56 @@ def open_pmcache(
     except (OSError, sqlite3.Error) as exc:
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
         raise StateError(f"cannot open the ProMonitor cache {path}: {reason}") from None
+    host_wide = budget_path(token)
+    private = not os.environ.get(BUDGET_DIR_ENV)  # a directory named on purpose is trusted
+    budget = (_open_budget(host_wide, private=private)
+              or _open_budget(state_dir / "promonitor-budget.sqlite3", private=False))
+    if budget is None:
+        raise StateError(f"cannot open the ProMonitor request budget in {state_dir}")
     return PmCache(path, token, requests_per_minute=requests_per_minute, ttl_s=ttl_s,
-                   clock=clock)
+                   clock=clock, budget_file=budget)
+
+
+def budget_path(token: str) -> Path | None:
+    """Where this host keeps the request budget of ``token``'s account; None if nowhere.
+
+    ``<dir>/jobwrap-<uid>/promonitor-<hash>.sqlite3``: a directory of our own (0700, ours,
+    not a symlink, checked) inside a world-writable one, so nobody can plant a link at the
+    file's predictable name.
+    """
+    name = f"promonitor-{token_hash(token)[:32]}.sqlite3"
+    override = os.environ.get(BUDGET_DIR_ENV)
+    if override:
+        return Path(override) / name
+    for base in ("/run/lock", "/dev/shm", tempfile.gettempdir()):
+        if os.path.isdir(base) and os.access(base, os.W_OK | os.X_OK):
+            return Path(base) / f"jobwrap-{os.getuid()}" / name
+    return None
+
+
+def _open_budget(path: Path | None, *, private: bool) -> Path | None:
+    """``path`` ready for use (the schema in place), or None.
+
+    With ``private`` its directory must be ours, a real directory and 0700.
+    """
+    if path is None:
+        return None
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        info = os.lstat(path.parent)
+        if private and (not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid()
+                        or info.st_mode & 0o077):
+            return None  # someone else's, or opened up: not safe to keep our budget in
+        if os.path.islink(path):
+            return None
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        os.close(fd)
+        with closing(_connect(path)) as db:
+            sqlitedb.prepare(db, path, _BUDGET_SCHEMA, BUDGET_SCHEMA_VERSION,
+                             BUSY_TIMEOUT_MS / 1000)
+    except (OSError, sqlite3.Error, JobwrapError):
+        return None
+    return path
 
 
 def _connect(path: Path) -> sqlite3.Connection:
@@ -464,7 +546,9 @@ def _connect(path: Path) -> sqlite3.Connection:
 
 
 def _blocked(db: sqlite3.Connection, key: str, now: float) -> Block | None:
-    row = db.execute("SELECT until, reason FROM blocks WHERE token_hash = ?", (key,)).fetchone()
+    row = db.execute(
+        "SELECT until, reason FROM budget.blocks WHERE token_hash = ?", (key,)
+    ).fetchone()
     if row is None or now >= row[0]:
         return None
     return Block(float(row[0]), BlockReason(row[1]))

@@ -21,8 +21,8 @@ hash>.sqlite3``, where ``<dir>`` is ``/run/lock``, else ``/dev/shm``, else the t
 ``/tmp`` first: systemd's ``PrivateTmp=`` gives every unit its own).  It covers every jobwrap
 process of one Unix user on the host using that key, whatever its state dir; the directory is
 0700 and the file 0600, so other Unix users sharing a key count their own budget.
-``JOBWRAP_PROMONITOR_BUDGET_DIR`` names another directory (tests; a directory shared on
-purpose).  When none is usable, the budget falls back to the state dir's file.
+``JOBWRAP_PROMONITOR_BUDGET_DIR`` names another directory (the tests give each test its
+own).  When none is usable, the budget falls back to the state dir's file.
 
 Everything is keyed by a SHA-256 of the API key: two accounts on a host never share an entry or
 a budget, and the key itself is never stored.  Each operation opens its own short connection

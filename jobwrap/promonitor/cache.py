@@ -311,7 +311,7 @@ class PmCache:
         Processes that waited on this fetch then share its failure instead of asking again.
         """
         now = self._now(now)
-        with self._write() as db:
+        with self._write(budget=False) as db:
             if failure is None:
                 _end_flight(db, self._key, kind, monitor_id)
             else:
@@ -382,7 +382,7 @@ class PmCache:
 
     def _entry(self, kind: str, monitor_id: str, parse: Callable[[Any], T]) -> Cached[T] | None:
         key = (self._key, kind, monitor_id)
-        with self._read() as db:
+        with self._read(budget=False) as db:
             row = db.execute(
                 "SELECT body, fetched_at, expires_at FROM entries "
                 "WHERE token_hash = ? AND kind = ? AND monitor_id = ?",
@@ -395,7 +395,7 @@ class PmCache:
         except (ValueError, TypeError, JobwrapError):
             # Corrupt or from an incompatible writer: a miss.  Dropping it lets the next
             # reserve() grant a fetch instead of answering FRESH for an unreadable entry.
-            with self._write() as db:
+            with self._write(budget=False) as db:
                 db.execute(
                     "DELETE FROM entries WHERE token_hash = ? AND kind = ? AND monitor_id = ?",
                     key,
@@ -403,7 +403,7 @@ class PmCache:
             return None
 
     def _store(self, kind: str, monitor_id: str, body: Any, now: float, ttl_s: float) -> None:
-        with self._write() as db:
+        with self._write(budget=False) as db:
             db.execute(
                 "INSERT OR REPLACE INTO entries VALUES (?, ?, ?, ?, ?, ?)",
                 (self._key, kind, monitor_id, json.dumps(body), now, now + ttl_s),
@@ -421,13 +421,13 @@ class PmCache:
         return self.clock() if now is None else now
 
     @contextmanager
-    def _read(self) -> Iterator[sqlite3.Connection]:
+    def _read(self, *, budget: bool = True) -> Iterator[sqlite3.Connection]:
         """A read transaction: every SELECT in it sees the same snapshot (WAL: no lock wait).
 
         In autocommit mode each statement would see its own: a fetch that ends between two of
         them reads as "no entry, and nobody fetching".
         """
-        with self._connection() as db:
+        with self._connection(budget=budget) as db:
             db.execute("BEGIN")
             try:
                 yield db
@@ -435,9 +435,9 @@ class PmCache:
                 db.execute("COMMIT")
 
     @contextmanager
-    def _write(self) -> Iterator[sqlite3.Connection]:
+    def _write(self, *, budget: bool = True) -> Iterator[sqlite3.Connection]:
         """A short immediate transaction: waits its turn instead of failing on upgrade."""
-        with self._connection() as db:
+        with self._connection(budget=budget) as db:
             db.execute("BEGIN IMMEDIATE")
             try:
                 yield db
@@ -447,10 +447,12 @@ class PmCache:
             db.execute("COMMIT")
 
     @contextmanager
-    def _connection(self) -> Iterator[sqlite3.Connection]:
+    def _connection(self, *, budget: bool) -> Iterator[sqlite3.Connection]:
+        """A connection to the cache; with ``budget``, the budget file attached as "budget"."""
         try:
             with closing(_connect(self.path)) as db:
-                db.execute("ATTACH DATABASE ? AS budget", (str(self.budget_file),))
+                if budget:
+                    db.execute("ATTACH DATABASE ? AS budget", (str(self.budget_file),))
                 yield db
         except sqlite3.Error as exc:
             raise StateError(f"cannot use the ProMonitor cache {self.path}: {exc}") from None

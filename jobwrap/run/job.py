@@ -475,6 +475,8 @@ def _deliver(settings: RunSettings, record: RunRecord, history: History | None,
             )
             if backlog:
                 deliverer.deliver(backlog, owner=record.run_id)
+        for note in deliverer.notes:  # delivered, but Idlemon's answer was odd: said once
+            warn(f"warning: {note}")
     if outcome.last_problem:
         kept = "kept for `jobwrap flush`" if history is not None else "lost: no history"
         warn(f"warning: report not delivered ({kept}): {outcome.last_problem}")

@@ -36,6 +36,7 @@ from typing import Any, Generic, TypeVar
 from jobwrap.errors import JobwrapError, StateError
 from jobwrap.promonitor.client import PmCheck, PmMonitor
 from jobwrap.store import sqlite as sqlitedb
+from jobwrap.store.files import private_dir
 
 T = TypeVar("T")
 
@@ -88,6 +89,7 @@ CREATE TABLE IF NOT EXISTS flights (
     PRIMARY KEY (token_hash, kind, monitor_id)
 );
 """
+_STEPS = (_SCHEMA,)  # step N brings user_version N-1 to N (see store/sqlite.py)
 
 
 class BlockReason(StrEnum):
@@ -405,14 +407,8 @@ class PmCache:
     @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
         """A short immediate transaction: waits its turn instead of failing on upgrade."""
-        with self._connection() as db:
-            db.execute("BEGIN IMMEDIATE")
-            try:
-                yield db
-            except BaseException:
-                db.execute("ROLLBACK")
-                raise
-            db.execute("COMMIT")
+        with self._connection() as db, sqlitedb.immediate(db):
+            yield db
 
     @contextmanager
     def _connection(self) -> Iterator[sqlite3.Connection]:
@@ -439,9 +435,9 @@ def open_pmcache(
     """Open (creating or migrating if needed) the cache in ``state_dir``; StateError if not."""
     path = state_dir / DB_NAME
     try:
-        state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        private_dir(state_dir)
         with closing(_connect(path)) as db:
-            sqlitedb.prepare(db, path, _SCHEMA, SCHEMA_VERSION, BUSY_TIMEOUT_MS / 1000)
+            sqlitedb.prepare(db, path, _STEPS, BUSY_TIMEOUT_MS / 1000)
     except (OSError, sqlite3.Error) as exc:
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
         raise StateError(f"cannot open the ProMonitor cache {path}: {reason}") from None

@@ -1,16 +1,26 @@
 """The local history: one SQLite database in the state directory, safe under concurrency.
 
 Many cron jobs start in the same second, so every connection uses WAL, a long busy timeout and
-short ``BEGIN IMMEDIATE`` transactions (a deferred transaction that later wants to write can
-fail with "database is locked" without waiting; an immediate one waits its turn).  The schema
-version lives in ``PRAGMA user_version``.
+short immediate transactions (:func:`jobwrap.store.sqlite.immediate`).  The schema is a list
+of migration steps (``_STEPS``); ``PRAGMA user_version`` says how many a file has had.
+
+A run is written twice: :meth:`History.begin` inserts it as ``running`` (with jobwrap's pid
+and the boot id) before the command starts, and :meth:`History.add` writes its outcome.  A row
+still ``running`` whose jobwrap is gone (pid dead, or the machine rebooted since) is read as
+``abandoned``: jobwrap was killed, crashed or lost power while its command ran.
 
 The same table is the durable spool of reports: a run whose report could not be delivered is
-``report_status = 'pending'`` until a later run or ``jobwrap flush`` delivers it.
+``report_status = 'pending'`` until a later run or ``jobwrap flush`` delivers it.  When the
+history itself cannot be written in time, the run waits in a spool file instead
+(:mod:`jobwrap.store.spool`) until the next writer moves it in.
+
+A malformed row (a hand edit, a disk error) is skipped, never fatal: readers name it in
+:attr:`History.bad_rows`.
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import sqlite3
@@ -22,15 +32,17 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from jobwrap.errors import StateError
+from jobwrap.store import spool
 from jobwrap.store import sqlite as sqlitedb
+from jobwrap.store.files import private_dir
 
-SCHEMA_VERSION = 1
 DB_NAME = "history.sqlite3"
 BUSY_TIMEOUT_MS = 30_000
 KEEP_OUTPUT_RUNS = 20  # per job: older runs keep their record but drop their captured output
 KEEP_DAYS = 90  # delivered or unreported runs older than this are pruned
 
-_SCHEMA = """
+# Step 1: the schema of jobwrap's first releases.  Never edit a step: add one.
+_V1 = """
 CREATE TABLE IF NOT EXISTS runs (
     run_id TEXT PRIMARY KEY,
     job TEXT NOT NULL,                 -- monitor slug, else the command: groups a job's runs
@@ -66,6 +78,19 @@ CREATE INDEX IF NOT EXISTS runs_by_job ON runs (job, started_at);
 CREATE INDEX IF NOT EXISTS runs_by_report ON runs (report_status, started_at)
     WHERE report_status IN ('pending', 'refused');
 """
+# Step 2: runs recorded before their command starts; arguments kept losslessly.
+_V2 = """
+ALTER TABLE runs ADD COLUMN state TEXT NOT NULL DEFAULT 'finished';  -- or 'running'
+ALTER TABLE runs ADD COLUMN argv TEXT;  -- JSON list; undecodable bytes as surrogateescape
+ALTER TABLE runs ADD COLUMN pid INTEGER;  -- jobwrap's, for telling running from abandoned
+ALTER TABLE runs ADD COLUMN boot_id TEXT;
+CREATE INDEX IF NOT EXISTS runs_running ON runs (state) WHERE state = 'running'
+"""
+_STEPS = (_V1, _V2)
+SCHEMA_VERSION = len(_STEPS)
+RUNNING = "running"
+FINISHED = "finished"
+ABANDONED = "abandoned"  # only as read: a running row whose jobwrap is gone
 
 
 @dataclass(frozen=True)
@@ -98,12 +123,17 @@ class RunRecord:
     report_error: str | None = None
     report_attempts: int = 0
     report_sent_at: str | None = None
+    argv: tuple[str, ...] = ()  # as given, str with surrogateescape for undecodable bytes
+    state: str = FINISHED  # running | finished | abandoned
+    pid: int | None = None  # jobwrap's, while it runs
+    boot_id: str | None = None
 
     def to_json(self, with_output: bool = False) -> dict:
         """A JSON-ready dict; metas as the ``[{"name", "value"}]`` list Idlemon receives."""
         data = {k: getattr(self, k) for k in _COLUMNS if not k.startswith("output_")}
         data["metas"] = [{"name": n, "value": v} for n, v in self.metas]
         data["timed_out"] = bool(self.timed_out)
+        data["argv"] = list(self.argv)
         if with_output:
             data["output_head"] = _text(self.output_head)
             data["output_tail"] = _text(self.output_tail)
@@ -112,6 +142,7 @@ class RunRecord:
 
 
 _COLUMNS = tuple(RunRecord.__dataclass_fields__)
+_STORED = frozenset((*_COLUMNS, "report_claim", "report_claimed_until"))
 
 
 def _text(data: bytes | None) -> str | None:
@@ -129,46 +160,73 @@ def default_state_dir(env: Mapping[str, str] = os.environ) -> Path:
 
 
 class History:
-    """The run store.  Open it with :func:`open_history`; close it when done."""
+    """The run store.  Open it with :func:`open_history`; close it (or use ``with``) when done."""
 
-    def __init__(self, conn: sqlite3.Connection, path: Path) -> None:
+    def __init__(self, conn: sqlite3.Connection, path: Path, read_only: bool = False) -> None:
         self.conn = conn
         self.path = path
+        self.read_only = read_only  # opened read-only (read-only or full filesystem)
+        self.bad_rows: list[tuple[str, str]] = []  # (run id, what is wrong) of skipped rows
+        self._here: _Here | None = None
+        self._state_column: bool | None = None  # False: a schema-1 file opened read-only
 
     def close(self) -> None:
         self.conn.close()
+
+    def __enter__(self) -> History:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     @contextmanager
     def write(self) -> Iterator[sqlite3.Connection]:
         """A short immediate transaction: waits for other writers instead of failing."""
         try:
-            self.conn.execute("BEGIN IMMEDIATE")
-            try:
-                yield self.conn
-            except BaseException:
-                self.conn.execute("ROLLBACK")
-                raise
-            self.conn.execute("COMMIT")
+            with sqlitedb.immediate(self.conn) as db:
+                yield db
         except sqlite3.Error as exc:
             raise StateError(f"cannot write the history {self.path}: {exc}") from None
 
+    def begin(self, rec: RunRecord) -> None:
+        """Insert a run as ``running`` before its command starts: one short transaction."""
+        values = _values(rec)
+        values.update(state=RUNNING, pid=os.getpid(), boot_id=_boot_id())
+        with self.write() as db:
+            db.execute(f"INSERT INTO runs ({', '.join(values)}) VALUES "
+                       f"({', '.join(':' + c for c in values)})", values)
+
     def add(self, rec: RunRecord, claim: str | None = None, lease_s: float = 0.0) -> None:
-        """Insert a run.  ``claim``: the inserting process will deliver its report itself."""
-        values = {k: getattr(rec, k) for k in _COLUMNS}
-        values["metas"] = json.dumps([{"name": n, "value": v} for n, v in rec.metas])
-        values["timed_out"] = int(rec.timed_out)
+        """Insert a run, or write the outcome of one :meth:`begin` inserted.
+
+        ``claim``: the inserting process will deliver its report itself.
+        """
+        values = _values(rec)
+        values.update(state=FINISHED, pid=None)
         values["report_claim"] = claim
         values["report_claimed_until"] = time.time() + lease_s if claim else None
-        cols = ", ".join(values)
-        marks = ", ".join(f":{c}" for c in values)
         with self.write() as db:
-            db.execute(f"INSERT INTO runs ({cols}) VALUES ({marks})", values)
+            _upsert(db, values)
             _drop_old_output(db, rec.job)
             db.execute(
                 "DELETE FROM runs WHERE started_at < datetime('now', ?) "
                 "AND report_status NOT IN ('pending', 'refused')",
                 (f"-{KEEP_DAYS} days",),
             )
+
+    def take_spool(self, state_dir: Path) -> int:
+        """Move the runs spooled while the history could not be written into it."""
+        moved = 0
+        for path, found in spool.waiting(state_dir, self.bad_rows):
+            values = {k: v for k, v in found.items() if k in _STORED}
+            try:
+                with self.write() as db:
+                    _upsert(db, values)
+            except StateError:
+                break  # still locked or read-only: the next writer tries again
+            spool.remove(path)
+            moved += 1
+        return moved
 
     # The spool ---------------------------------------------------------------------------
     # A report is delivered by whoever holds its claim.  A claim is a lease: if its holder dies
@@ -199,14 +257,11 @@ class History:
                 f" SELECT run_id FROM runs WHERE {where} ORDER BY started_at LIMIT ?)",
                 (owner, now + lease_s, *args, limit),
             )
-        return [
-            _record(row)
-            for row in self._read(
-                "SELECT * FROM runs WHERE report_claim = ? AND report_status IN "
-                f"({marks}) ORDER BY started_at",
-                (owner, *statuses),
-            )
-        ]
+        return self._records(
+            "SELECT * FROM runs WHERE report_claim = ? AND report_status IN "
+            f"({marks}) ORDER BY started_at",
+            (owner, *statuses),
+        )
 
     def settle_report(
         self, run_id: str, owner: str, status: str, error: str | None = None
@@ -238,26 +293,34 @@ class History:
         return {(row["monitor"], row["report_status"]): row["n"] for row in rows}
 
     def latest_by_monitor(self) -> dict[str, RunRecord]:
-        rows = self._read(
+        records = self._records(
             "SELECT * FROM runs WHERE rowid IN (SELECT max(rowid) FROM runs"
             " WHERE monitor IS NOT NULL GROUP BY monitor)"
         )
-        return {row["monitor"]: _record(row) for row in rows}
+        return {rec.monitor: rec for rec in records if rec.monitor is not None}
 
     def durations(self, monitor: str, limit: int = 200) -> list[int]:
         """Recent durations (ms) of a monitor's runs that ran to completion."""
         rows = self._read(
-            "SELECT duration_ms FROM runs WHERE monitor = ? AND skipped IS NULL"
+            f"SELECT duration_ms FROM runs WHERE monitor = ? AND skipped IS NULL{self._done}"
             " ORDER BY started_at DESC LIMIT ?",
             (monitor, limit),
         )
-        return [row["duration_ms"] for row in rows]
+        return [row["duration_ms"] for row in rows if isinstance(row["duration_ms"], int)]
 
     def recent(self, *, monitor: str | None = None, limit: int = 20) -> list[RunRecord]:
         """Newest first."""
         where, args = ("WHERE monitor = ?", [monitor]) if monitor else ("", [])
         sql = f"SELECT * FROM runs {where} ORDER BY started_at DESC, rowid DESC LIMIT ?"
-        return [_record(row) for row in self._read(sql, (*args, limit))]
+        return self._records(sql, (*args, limit))
+
+    def abandoned(self, since_days: float = 7) -> list[RunRecord]:
+        """Recent runs whose jobwrap was killed or lost while their command ran."""
+        records = self._records(
+            "SELECT * FROM runs WHERE state = 'running' AND started_at >= datetime('now', ?)"
+            " ORDER BY started_at", (f"-{since_days:g} days",)
+        ) if self._has_state else []
+        return [rec for rec in records if rec.state == ABANDONED]
 
     def get(self, run_id_prefix: str | None = None) -> RunRecord | None:
         """The run whose id starts with the prefix (None: the newest run)."""
@@ -270,7 +333,40 @@ class History:
             )
             if len(rows) > 1:
                 raise StateError(f"run id {run_id_prefix!r} is ambiguous: give more characters")
-        return _record(rows[0]) if rows else None
+        records = self._parse(rows)
+        if rows and not records:
+            raise StateError(f"run {rows[0]['run_id']} is malformed in the history: "
+                             f"{self.bad_rows[-1][1]}")
+        return records[0] if records else None
+
+    @property
+    def _done(self) -> str:
+        """A filter for runs that have ended ('' on a file of schema 1, read-only)."""
+        return " AND state = 'finished'" if self._has_state else ""
+
+    @property
+    def _has_state(self) -> bool:
+        if self._state_column is None:
+            names = {row[1] for row in self._read("PRAGMA table_info(runs)")}
+            self._state_column = "state" in names
+        return self._state_column
+
+    def _records(self, sql: str, args: tuple = ()) -> list[RunRecord]:
+        return self._parse(self._read(sql, args))
+
+    def _parse(self, rows: list[sqlite3.Row]) -> list[RunRecord]:
+        """The rows as records; a malformed one is skipped and named in ``bad_rows``."""
+        if self._here is None:
+            self._here = _Here()
+        records = []
+        for row in rows:
+            try:
+                records.append(_record(row, self._here))
+            except _Malformed as exc:
+                entry = (str(row["run_id"]), str(exc))
+                if entry not in self.bad_rows:
+                    self.bad_rows.append(entry)
+        return records
 
     def _read(self, sql: str, args: tuple = ()) -> list[sqlite3.Row]:
         try:
@@ -288,31 +384,190 @@ def _drop_old_output(db: sqlite3.Connection, job: str) -> None:
     )
 
 
-def _record(row: sqlite3.Row) -> RunRecord:
-    data = {k: row[k] for k in _COLUMNS}
-    data["metas"] = tuple((m["name"], m["value"]) for m in json.loads(row["metas"]))
+class _Malformed(ValueError):
+    """A row that cannot be read as a run (says what is wrong)."""
+
+
+def _values(rec: RunRecord) -> dict:
+    """The columns of a run as stored: text made storable, metas and argv as JSON."""
+    values = {k: getattr(rec, k) for k in _COLUMNS}
+    for key, value in values.items():
+        if isinstance(value, str):
+            values[key] = storable(value)
+    values["metas"] = json.dumps([{"name": storable(n), "value": storable(v)}
+                                  for n, v in rec.metas])
+    values["argv"] = json.dumps(list(rec.argv))  # ASCII: surrogates survive as \udcXX
+    values["timed_out"] = int(rec.timed_out)
+    return values
+
+
+def storable(text: str) -> str:
+    """Text SQLite can store (UTF-8): an undecodable byte kept as ``surrogateescape`` shows as
+    ``\\xe9``.  ``argv`` keeps the exact arguments."""
+    try:
+        text.encode("utf-8")
+        return text
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
+def _upsert(db: sqlite3.Connection, values: dict) -> None:
+    cols = ", ".join(values)
+    marks = ", ".join(f":{c}" for c in values)
+    updates = ", ".join(f"{c} = excluded.{c}" for c in values if c != "run_id")
+    db.execute(f"INSERT INTO runs ({cols}) VALUES ({marks}) "
+               f"ON CONFLICT (run_id) DO UPDATE SET {updates}", values)
+
+
+_TYPES: dict[str, tuple[type, ...]] = {
+    "run_id": (str,), "job": (str,), "command": (str,), "host": (str,), "started_at": (str,),
+    "duration_ms": (int,), "exit_code": (int,), "stdout_lines": (int,), "stderr_lines": (int,),
+    "report_attempts": (int,),
+}
+
+
+def _record(row: sqlite3.Row, here: _Here) -> RunRecord:
+    keys = row.keys()
+    data = {k: row[k] for k in _COLUMNS if k in keys}  # a schema-1 file read-only lacks some
+    for key, types in _TYPES.items():
+        if not isinstance(data.get(key), types):
+            raise _Malformed(f"bad {key} {data.get(key)!r}")
+    try:
+        datetime.fromisoformat(data["started_at"])
+    except ValueError:
+        raise _Malformed(f"bad started_at {data['started_at']!r}") from None
+    data["metas"] = _metas(row["metas"])
+    data["argv"] = _argv(data.get("argv"))
     data["timed_out"] = bool(row["timed_out"])
+    data["state"] = here.state(data.get("state") or FINISHED, data)
+    for key in ("output_head", "output_tail"):
+        if not isinstance(data.get(key), bytes | None):
+            data[key] = None  # not worth losing the run over
     return RunRecord(**data)
 
 
-def open_history(state_dir: Path) -> History:
-    """Open (creating if needed) the history in ``state_dir``; StateError if that fails."""
+def _metas(text: object) -> tuple[tuple[str, str], ...]:
+    try:
+        metas = json.loads(text) if isinstance(text, str | bytes) else None
+        if not isinstance(metas, list):
+            raise ValueError
+        return tuple((str(m["name"]), str(m["value"])) for m in metas)
+    except (ValueError, TypeError, KeyError):
+        raise _Malformed("bad JSON in metas") from None
+
+
+def _argv(text: object) -> tuple[str, ...]:
+    try:
+        argv = json.loads(text) if isinstance(text, str) else []
+    except ValueError:
+        return ()  # the command column still says what ran
+    return tuple(a for a in argv if isinstance(a, str)) if isinstance(argv, list) else ()
+
+
+class _Here:
+    """This machine, for telling a running run from an abandoned one."""
+
+    def __init__(self) -> None:
+        self.host = os.uname().nodename
+        self.boot_id = _boot_id()
+
+    def state(self, stored: str, data: dict) -> str:
+        if stored != RUNNING or data.get("host") != self.host:
+            return stored  # another host's run: we cannot tell
+        boot_id, pid = data.get("boot_id"), data.get("pid")
+        if boot_id and self.boot_id and boot_id != self.boot_id:
+            return ABANDONED  # the machine rebooted since
+        if not isinstance(pid, int) or not _alive(pid, data["started_at"]):
+            return ABANDONED
+        return RUNNING
+
+
+def _boot_id() -> str | None:
+    try:
+        with open("/proc/sys/kernel/random/boot_id", encoding="ascii") as f:
+            return f.read().strip() or None
+    except OSError:
+        return None
+
+
+def _alive(pid: int, started_at: str) -> bool:
+    """Is ``pid`` still the jobwrap that started the run at ``started_at``?"""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        pass  # EPERM: alive, someone else's
+    began = _process_start(pid)
+    if began is None:
+        return True
+    # A process that began after the run did cannot be its jobwrap: the pid was reused.
+    return began <= datetime.fromisoformat(started_at).timestamp() + 5
+
+
+def _process_start(pid: int) -> float | None:
+    """When ``pid`` started (seconds since the epoch), from /proc; None where unknown."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as f:
+            ticks = int(f.read().rsplit(")", 1)[1].split()[19])
+        with open("/proc/stat", encoding="ascii", errors="replace") as f:
+            btime = next(int(line.split()[1]) for line in f if line.startswith("btime "))
+        return btime + ticks / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError, StopIteration):
+        return None
+
+
+def open_history(state_dir: Path, *, busy_timeout_ms: int = BUSY_TIMEOUT_MS,
+                 take_spool: bool = True) -> History:
+    """Open (creating or migrating if needed) the history in ``state_dir``; StateError if not.
+
+    Where it cannot be written (a read-only or full filesystem) an existing history is opened
+    read-only: reading works, writing raises StateError.  ``take_spool``: also move in runs
+    that waited in the spool.  ``busy_timeout_ms`` bounds each wait for other writers.
+    """
     path = state_dir / DB_NAME
     try:
-        state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-        conn = sqlitedb.connect(path, BUSY_TIMEOUT_MS)
+        private_dir(state_dir)
+        conn = sqlitedb.connect(path, busy_timeout_ms)
     except (OSError, sqlite3.Error) as exc:
-        raise StateError(f"cannot open the history in {state_dir}: {_reason(exc)}") from None
+        return _open_read_only(path, exc, busy_timeout_ms)
     try:
         conn.row_factory = sqlite3.Row
-        sqlitedb.prepare(conn, path, _SCHEMA, SCHEMA_VERSION, BUSY_TIMEOUT_MS / 1000)
+        sqlitedb.prepare(conn, path, _STEPS, busy_timeout_ms / 1000)
     except (OSError, sqlite3.Error) as exc:
         conn.close()
-        raise StateError(f"cannot use the history {path}: {_reason(exc)}") from None
+        return _open_read_only(path, exc, busy_timeout_ms)
     except BaseException:  # StateError (a newer schema, the set-up lock) or an interrupt
         conn.close()
         raise
-    return History(conn, path)
+    history = History(conn, path)
+    if take_spool and spool.has_waiting(state_dir):
+        history.take_spool(state_dir)
+    return history
+
+
+def _open_read_only(path: Path, cause: BaseException, busy_timeout_ms: int) -> History:
+    """The history read-only, or StateError naming why it could not be opened at all."""
+    if not _unwritable(cause) or not path.is_file():
+        raise StateError(f"cannot open the history in {path.parent}: {_reason(cause)}")
+    try:
+        conn = sqlitedb.connect_read_only(path, busy_timeout_ms)
+    except sqlite3.Error:
+        raise StateError(f"cannot use the history {path}: {_reason(cause)}") from None
+    conn.row_factory = sqlite3.Row
+    found = conn.execute("PRAGMA user_version").fetchone()[0]
+    if found > SCHEMA_VERSION:
+        conn.close()
+        raise StateError(f"{path} was written by a newer jobwrap (schema {found})")
+    return History(conn, path, read_only=True)
+
+
+def _unwritable(exc: BaseException) -> bool:
+    """Does this failure mean the file may be read but not written (read-only, full)?"""
+    if isinstance(exc, OSError):
+        return exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC)
+    text = str(exc).lower()
+    return any(s in text for s in ("readonly", "unable to open", "disk is full", "disk i/o"))
 
 
 def _reason(exc: BaseException) -> str:

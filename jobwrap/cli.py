@@ -175,7 +175,7 @@ def config_cmd(monitor, as_json) -> int:
     Precedence: flag > environment > user file > system file > default;
     in the files, [monitors.SLUG] beats the general sections.
     """
-    from jobwrap.config.settings import settings as config
+    from jobwrap.config import settings as config
 
     resolved = _resolve({"monitor": monitor})
     click.echo(config.describe(resolved, as_json), nl=False)

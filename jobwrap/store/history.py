@@ -179,6 +179,10 @@ class History:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    def set_busy_timeout(self, ms: int) -> None:
+        """How long each statement waits for other writers from now on."""
+        self.conn.execute(f"PRAGMA busy_timeout = {int(ms)}")
+
     @contextmanager
     def write(self) -> Iterator[sqlite3.Connection]:
         """A short immediate transaction: waits for other writers instead of failing."""
@@ -399,6 +403,13 @@ def _values(rec: RunRecord) -> dict:
     values["argv"] = json.dumps(list(rec.argv))  # ASCII: surrogates survive as \udcXX
     values["timed_out"] = int(rec.timed_out)
     return values
+
+
+def spool_run(state_dir: Path, rec: RunRecord) -> Path:
+    """Keep a run that the history could not take now for the next writer (OSError)."""
+    values = _values(rec)
+    values.update(state=FINISHED, pid=None)
+    return spool.write(state_dir, rec.run_id, values)
 
 
 def storable(text: str) -> str:

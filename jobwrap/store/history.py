@@ -168,6 +168,7 @@ class History:
         self.read_only = read_only  # opened read-only (read-only or full filesystem)
         self.bad_rows: list[tuple[str, str]] = []  # (run id, what is wrong) of skipped rows
         self._here: _Here | None = None
+        self.claim_cursor: tuple[str, str] | None = None  # see claim_reports
         self._state_column: bool | None = None  # False: a schema-1 file opened read-only
 
     def close(self) -> None:
@@ -246,8 +247,13 @@ class History:
         monitor: str | None = None,
         statuses: tuple[str, ...] = ("pending",),
         limit: int = 100,
+        after: tuple[str, str] | None = None,
     ) -> list[RunRecord]:
-        """Claim up to ``limit`` unclaimed reports, oldest first, and return them."""
+        """Claim up to ``limit`` unclaimed reports, oldest first, and return them.
+
+        ``after``: only reports after this (started_at, run_id), the previous batch's
+        :attr:`claim_cursor`, which this call moves past every row it claimed.
+        """
         now = time.time()
         marks = ", ".join("?" for _ in statuses)
         where = f"report_status IN ({marks}) AND coalesce(report_claimed_until, 0) < ?"
@@ -255,17 +261,28 @@ class History:
         if monitor is not None:
             where += " AND monitor = ?"
             args.append(monitor)
+        if after is not None:
+            where += " AND (started_at, run_id) > (?, ?)"
+            args += list(after)
+        if self.read_only:  # nothing can be claimed: fine when there is nothing to claim
+            if self._read(f"SELECT 1 FROM runs WHERE {where} LIMIT 1", tuple(args)):
+                raise StateError(f"the history {self.path} is read-only: its pending "
+                                 "reports cannot be delivered from here")
+            return []
         with self.write() as db:
             db.execute(
                 "UPDATE runs SET report_claim = ?, report_claimed_until = ? WHERE run_id IN ("
-                f" SELECT run_id FROM runs WHERE {where} ORDER BY started_at LIMIT ?)",
+                f" SELECT run_id FROM runs WHERE {where} ORDER BY started_at, run_id LIMIT ?)",
                 (owner, now + lease_s, *args, limit),
             )
-        return self._records(
+        rows = self._read(
             "SELECT * FROM runs WHERE report_claim = ? AND report_status IN "
-            f"({marks}) ORDER BY started_at",
+            f"({marks}) ORDER BY started_at, run_id",
             (owner, *statuses),
         )
+        if rows:
+            self.claim_cursor = (rows[-1]["started_at"], rows[-1]["run_id"])
+        return self._parse(rows)
 
     def settle_report(
         self, run_id: str, owner: str, status: str, error: str | None = None
@@ -281,6 +298,8 @@ class History:
             )
 
     def release_claims(self, owner: str) -> None:
+        if self.read_only:
+            return  # nothing was claimed
         with self.write() as db:
             db.execute(
                 "UPDATE runs SET report_claim = NULL, report_claimed_until = NULL"

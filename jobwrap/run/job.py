@@ -23,7 +23,8 @@ from jobwrap.idlemon.report import BACKLOG_PER_RUN, LEASE_MARGIN_S, ReportSettin
 from jobwrap.output.patterns import Kind, PatternSpec, check_unique, parse_pattern_spec
 from jobwrap.process.spawn import RunResult, RunSpec, new_run_id, run_command
 from jobwrap.process.tree import signal_name
-from jobwrap.store.history import History, RunRecord, open_history, storable
+from jobwrap.store.history import History, RunRecord, open_history
+from jobwrap.store.record import storable
 
 if TYPE_CHECKING:  # imported only when --promonitor is used
     from jobwrap.promonitor.gate import DependencySettings

@@ -2,7 +2,7 @@
 
 Many cron jobs start in the same second, so every connection uses WAL, a long busy timeout and
 short immediate transactions (:func:`jobwrap.store.sqlite.immediate`).  The schema is a list
-of migration steps (``_STEPS``); ``PRAGMA user_version`` says how many a file has had.
+of migration steps (``STEPS``); ``PRAGMA user_version`` says how many a file has had.
 
 A run is written twice: :meth:`History.begin` inserts it as ``running`` (with jobwrap's pid
 and the boot id) before the command starts, and :meth:`History.add` writes its outcome.  A row
@@ -21,13 +21,11 @@ A malformed row (a hand edit, a disk error) is skipped, never fatal: readers nam
 from __future__ import annotations
 
 import errno
-import json
 import os
 import sqlite3
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -35,118 +33,22 @@ from jobwrap.errors import StateError
 from jobwrap.store import spool
 from jobwrap.store import sqlite as sqlitedb
 from jobwrap.store.files import private_dir
+from jobwrap.store.liveness import Here, boot_id
+from jobwrap.store.record import (  # noqa: F401  (RunRecord: also imported from here)
+    STORED,
+    Malformed,
+    RunRecord,
+    from_row,
+    row_values,
+    storable,
+)
+from jobwrap.store.schema import ABANDONED, FINISHED, RUNNING, SCHEMA_VERSION, STEPS
 
 DB_NAME = "history.sqlite3"
 BUSY_TIMEOUT_MS = 30_000
 KEEP_OUTPUT_RUNS = 20  # per job: older runs keep their record but drop their captured output
 KEEP_DAYS = 90  # delivered or unreported runs older than this are pruned
 
-# Step 1: the schema of jobwrap's first releases.  Never edit a step: add one.
-_V1 = """
-CREATE TABLE IF NOT EXISTS runs (
-    run_id TEXT PRIMARY KEY,
-    job TEXT NOT NULL,                 -- monitor slug, else the command: groups a job's runs
-    monitor TEXT,
-    command TEXT NOT NULL,
-    schedule TEXT,
-    host TEXT NOT NULL,
-    started_at TEXT NOT NULL,          -- ISO 8601, UTC
-    duration_ms INTEGER NOT NULL,
-    exit_code INTEGER NOT NULL,        -- jobwrap's exit status for the run (128+N, 124, ...)
-    signal TEXT,
-    timed_out INTEGER NOT NULL DEFAULT 0,
-    skipped TEXT,                      -- why the command was not started, if it was not
-    error TEXT,                        -- e.g. "command not found: foo"
-    stdout_lines INTEGER NOT NULL DEFAULT 0,
-    stderr_lines INTEGER NOT NULL DEFAULT 0,
-    metas TEXT NOT NULL,               -- JSON [{"name": ..., "value": ...}], as reported
-    cpu_user_s REAL,
-    cpu_sys_s REAL,
-    max_rss_kb INTEGER,
-    output_head BLOB,
-    output_tail BLOB,
-    output_omitted_lines INTEGER,
-    report_status TEXT NOT NULL DEFAULT 'none',  -- none | pending | sent | refused
-    report_error TEXT,
-    report_attempts INTEGER NOT NULL DEFAULT 0,
-    report_claim TEXT,                 -- who is delivering it now (see claim_pending)
-    report_claimed_until REAL,
-    report_sent_at TEXT
-);
-CREATE INDEX IF NOT EXISTS runs_by_time ON runs (started_at);
-CREATE INDEX IF NOT EXISTS runs_by_job ON runs (job, started_at);
-CREATE INDEX IF NOT EXISTS runs_by_report ON runs (report_status, started_at)
-    WHERE report_status IN ('pending', 'refused');
-"""
-# Step 2: runs recorded before their command starts; arguments kept losslessly.
-_V2 = """
-ALTER TABLE runs ADD COLUMN state TEXT NOT NULL DEFAULT 'finished';  -- or 'running'
-ALTER TABLE runs ADD COLUMN argv TEXT;  -- JSON list; undecodable bytes as surrogateescape
-ALTER TABLE runs ADD COLUMN pid INTEGER;  -- jobwrap's, for telling running from abandoned
-ALTER TABLE runs ADD COLUMN boot_id TEXT;
-CREATE INDEX IF NOT EXISTS runs_running ON runs (state) WHERE state = 'running'
-"""
-_STEPS = (_V1, _V2)
-SCHEMA_VERSION = len(_STEPS)
-RUNNING = "running"
-FINISHED = "finished"
-ABANDONED = "abandoned"  # only as read: a running row whose jobwrap is gone
-
-
-@dataclass(frozen=True)
-class RunRecord:
-    """One row of the history, as stored and as shown by ``history``/``show``/``--summary-json``."""
-
-    run_id: str
-    job: str
-    monitor: str | None
-    command: str
-    host: str
-    started_at: str
-    duration_ms: int
-    exit_code: int
-    metas: tuple[tuple[str, str], ...]
-    schedule: str | None = None
-    signal: str | None = None
-    timed_out: bool = False
-    skipped: str | None = None
-    error: str | None = None
-    stdout_lines: int = 0
-    stderr_lines: int = 0
-    cpu_user_s: float | None = None
-    cpu_sys_s: float | None = None
-    max_rss_kb: int | None = None
-    output_head: bytes | None = None
-    output_tail: bytes | None = None
-    output_omitted_lines: int | None = None
-    report_status: str = "none"
-    report_error: str | None = None
-    report_attempts: int = 0
-    report_sent_at: str | None = None
-    argv: tuple[str, ...] = ()  # as given, str with surrogateescape for undecodable bytes
-    state: str = FINISHED  # running | finished | abandoned
-    pid: int | None = None  # jobwrap's, while it runs
-    boot_id: str | None = None
-
-    def to_json(self, with_output: bool = False) -> dict:
-        """A JSON-ready dict; metas as the ``[{"name", "value"}]`` list Idlemon receives."""
-        data = {k: getattr(self, k) for k in _COLUMNS if not k.startswith("output_")}
-        data["metas"] = [{"name": n, "value": v} for n, v in self.metas]
-        data["timed_out"] = bool(self.timed_out)
-        data["argv"] = list(self.argv)
-        if with_output:
-            data["output_head"] = _text(self.output_head)
-            data["output_tail"] = _text(self.output_tail)
-            data["output_omitted_lines"] = self.output_omitted_lines
-        return data
-
-
-_COLUMNS = tuple(RunRecord.__dataclass_fields__)
-_STORED = frozenset((*_COLUMNS, "report_claim", "report_claimed_until"))
-
-
-def _text(data: bytes | None) -> str | None:
-    return None if data is None else data.decode("utf-8", "replace")
 
 
 def default_state_dir(env: Mapping[str, str] = os.environ) -> Path:
@@ -167,7 +69,7 @@ class History:
         self.path = path
         self.read_only = read_only  # opened read-only (read-only or full filesystem)
         self.bad_rows: list[tuple[str, str]] = []  # (run id, what is wrong) of skipped rows
-        self._here: _Here | None = None
+        self._here: Here | None = None
         self.claim_cursor: tuple[str, str] | None = None  # see claim_reports
         self._state_column: bool | None = None  # False: a schema-1 file opened read-only
 
@@ -195,8 +97,8 @@ class History:
 
     def begin(self, rec: RunRecord) -> None:
         """Insert a run as ``running`` before its command starts: one short transaction."""
-        values = _values(rec)
-        values.update(state=RUNNING, pid=os.getpid(), boot_id=_boot_id())
+        values = row_values(rec)
+        values.update(state=RUNNING, pid=os.getpid(), boot_id=boot_id())
         with self.write() as db:
             db.execute(f"INSERT INTO runs ({', '.join(values)}) VALUES "
                        f"({', '.join(':' + c for c in values)})", values)
@@ -206,7 +108,7 @@ class History:
 
         ``claim``: the inserting process will deliver its report itself.
         """
-        values = _values(rec)
+        values = row_values(rec)
         values.update(state=FINISHED, pid=None)
         values["report_claim"] = claim
         values["report_claimed_until"] = time.time() + lease_s if claim else None
@@ -223,7 +125,7 @@ class History:
         """Move the runs spooled while the history could not be written into it."""
         moved = 0
         for path, found in spool.waiting(state_dir, self.bad_rows):
-            values = {k: v for k, v in found.items() if k in _STORED}
+            values = {k: v for k, v in found.items() if k in STORED}
             try:
                 with self.write() as db:
                     _upsert(db, values)
@@ -380,12 +282,12 @@ class History:
     def _parse(self, rows: list[sqlite3.Row]) -> list[RunRecord]:
         """The rows as records; a malformed one is skipped and named in ``bad_rows``."""
         if self._here is None:
-            self._here = _Here()
+            self._here = Here()
         records = []
         for row in rows:
             try:
-                records.append(_record(row, self._here))
-            except _Malformed as exc:
+                records.append(from_row(row, self._here))
+            except Malformed as exc:
                 entry = (str(row["run_id"]), str(exc))
                 if entry not in self.bad_rows:
                     self.bad_rows.append(entry)
@@ -407,38 +309,11 @@ def _drop_old_output(db: sqlite3.Connection, job: str) -> None:
     )
 
 
-class _Malformed(ValueError):
-    """A row that cannot be read as a run (says what is wrong)."""
-
-
-def _values(rec: RunRecord) -> dict:
-    """The columns of a run as stored: text made storable, metas and argv as JSON."""
-    values = {k: getattr(rec, k) for k in _COLUMNS}
-    for key, value in values.items():
-        if isinstance(value, str):
-            values[key] = storable(value)
-    values["metas"] = json.dumps([{"name": storable(n), "value": storable(v)}
-                                  for n, v in rec.metas])
-    values["argv"] = json.dumps(list(rec.argv))  # ASCII: surrogates survive as \udcXX
-    values["timed_out"] = int(rec.timed_out)
-    return values
-
-
 def spool_run(state_dir: Path, rec: RunRecord) -> Path:
     """Keep a run that the history could not take now for the next writer (OSError)."""
-    values = _values(rec)
+    values = row_values(rec)
     values.update(state=FINISHED, pid=None)
     return spool.write(state_dir, rec.run_id, values)
-
-
-def storable(text: str) -> str:
-    """Text SQLite can store (UTF-8): an undecodable byte kept as ``surrogateescape`` shows as
-    ``\\xe9``.  ``argv`` keeps the exact arguments."""
-    try:
-        text.encode("utf-8")
-        return text
-    except UnicodeEncodeError:
-        return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
 def _upsert(db: sqlite3.Connection, values: dict) -> None:
@@ -447,104 +322,6 @@ def _upsert(db: sqlite3.Connection, values: dict) -> None:
     updates = ", ".join(f"{c} = excluded.{c}" for c in values if c != "run_id")
     db.execute(f"INSERT INTO runs ({cols}) VALUES ({marks}) "
                f"ON CONFLICT (run_id) DO UPDATE SET {updates}", values)
-
-
-_TYPES: dict[str, tuple[type, ...]] = {
-    "run_id": (str,), "job": (str,), "command": (str,), "host": (str,), "started_at": (str,),
-    "duration_ms": (int,), "exit_code": (int,), "stdout_lines": (int,), "stderr_lines": (int,),
-    "report_attempts": (int,),
-}
-
-
-def _record(row: sqlite3.Row, here: _Here) -> RunRecord:
-    keys = row.keys()
-    data = {k: row[k] for k in _COLUMNS if k in keys}  # a schema-1 file read-only lacks some
-    for key, types in _TYPES.items():
-        if not isinstance(data.get(key), types):
-            raise _Malformed(f"bad {key} {data.get(key)!r}")
-    try:
-        datetime.fromisoformat(data["started_at"])
-    except ValueError:
-        raise _Malformed(f"bad started_at {data['started_at']!r}") from None
-    data["metas"] = _metas(row["metas"])
-    data["argv"] = _argv(data.get("argv"))
-    data["timed_out"] = bool(row["timed_out"])
-    data["state"] = here.state(data.get("state") or FINISHED, data)
-    for key in ("output_head", "output_tail"):
-        if not isinstance(data.get(key), bytes | None):
-            data[key] = None  # not worth losing the run over
-    return RunRecord(**data)
-
-
-def _metas(text: object) -> tuple[tuple[str, str], ...]:
-    try:
-        metas = json.loads(text) if isinstance(text, str | bytes) else None
-        if not isinstance(metas, list):
-            raise ValueError
-        return tuple((str(m["name"]), str(m["value"])) for m in metas)
-    except (ValueError, TypeError, KeyError):
-        raise _Malformed("bad JSON in metas") from None
-
-
-def _argv(text: object) -> tuple[str, ...]:
-    try:
-        argv = json.loads(text) if isinstance(text, str) else []
-    except ValueError:
-        return ()  # the command column still says what ran
-    return tuple(a for a in argv if isinstance(a, str)) if isinstance(argv, list) else ()
-
-
-class _Here:
-    """This machine, for telling a running run from an abandoned one."""
-
-    def __init__(self) -> None:
-        self.host = os.uname().nodename
-        self.boot_id = _boot_id()
-
-    def state(self, stored: str, data: dict) -> str:
-        if stored != RUNNING or data.get("host") != self.host:
-            return stored  # another host's run: we cannot tell
-        boot_id, pid = data.get("boot_id"), data.get("pid")
-        if boot_id and self.boot_id and boot_id != self.boot_id:
-            return ABANDONED  # the machine rebooted since
-        if not isinstance(pid, int) or not _alive(pid, data["started_at"]):
-            return ABANDONED
-        return RUNNING
-
-
-def _boot_id() -> str | None:
-    try:
-        with open("/proc/sys/kernel/random/boot_id", encoding="ascii") as f:
-            return f.read().strip() or None
-    except OSError:
-        return None
-
-
-def _alive(pid: int, started_at: str) -> bool:
-    """Is ``pid`` still the jobwrap that started the run at ``started_at``?"""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except OSError:
-        pass  # EPERM: alive, someone else's
-    began = _process_start(pid)
-    if began is None:
-        return True
-    # A process that began after the run did cannot be its jobwrap: the pid was reused.
-    return began <= datetime.fromisoformat(started_at).timestamp() + 5
-
-
-def _process_start(pid: int) -> float | None:
-    """When ``pid`` started (seconds since the epoch), from /proc; None where unknown."""
-    try:
-        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as f:
-            ticks = int(f.read().rsplit(")", 1)[1].split()[19])
-        with open("/proc/stat", encoding="ascii", errors="replace") as f:
-            btime = next(int(line.split()[1]) for line in f if line.startswith("btime "))
-        return btime + ticks / os.sysconf("SC_CLK_TCK")
-    except (OSError, ValueError, IndexError, StopIteration):
-        return None
 
 
 def open_history(state_dir: Path, *, busy_timeout_ms: int = BUSY_TIMEOUT_MS,
@@ -563,7 +340,7 @@ def open_history(state_dir: Path, *, busy_timeout_ms: int = BUSY_TIMEOUT_MS,
         return _open_read_only(path, exc, busy_timeout_ms)
     try:
         conn.row_factory = sqlite3.Row
-        sqlitedb.prepare(conn, path, _STEPS, busy_timeout_ms / 1000)
+        sqlitedb.prepare(conn, path, STEPS, busy_timeout_ms / 1000)
     except (OSError, sqlite3.Error) as exc:
         conn.close()
         return _open_read_only(path, exc, busy_timeout_ms)

@@ -329,6 +329,9 @@ class _history:
         return self.store
 
     def __exit__(self, *exc) -> None:
+        for run_id, problem in self.store.bad_rows:  # skipped, never fatal: say which
+            click.echo(f"jobwrap: warning: skipped malformed run {run_id[:8]}: {problem}",
+                       err=True)
         self.store.close()
 
 

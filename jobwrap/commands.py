@@ -140,6 +140,8 @@ def flush(resolved: Settings, *, monitor: str | None, budget_s: float,
     d = outcome.delivery
     lines = [f"delivered {len(d.sent)}, refused {len(d.refused)}, still pending "
              f"{len(d.pending)}, held back {len(outcome.held)}"]
+    lines += [f"skipped malformed run {run_id[:8]}: {problem}"
+              for run_id, problem in history.bad_rows]
     lines += [f"refused {run_id[:8]}: {reason}" for run_id, reason in d.refused]
     if d.pending:
         lines.append(f"pending: {d.pending[-1][1]}")

@@ -39,6 +39,7 @@ def check_state_dir(resolved: Settings) -> Iterator[Finding]:
             with history.write():
                 pass
             backlog = history.report_backlog()
+            abandoned = history.abandoned()
         finally:
             history.close()
     except JobwrapError as exc:
@@ -46,6 +47,10 @@ def check_state_dir(resolved: Settings) -> Iterator[Finding]:
                       "JOBWRAP_STATE_DIR")
         return
     yield Finding(True, f"state dir {state_dir} is writable")
+    for run in abandoned:
+        yield Finding(False, f"run {run.run_id[:8]} of {run.monitor or run.job!r} (started "
+                      f"{run.started_at}) was abandoned: jobwrap was killed or the machine went "
+                      "down while it ran — check the job's own output or logs")
     for (monitor, status), count in sorted(backlog.items(), key=str):
         if status == "pending":
             yield Finding(False, f"{count} report(s) of {monitor!r} pending — run `jobwrap flush`")

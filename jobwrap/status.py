@@ -11,7 +11,7 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
 from jobwrap.store.history import History, RunRecord
-from jobwrap.views import human_duration, local_time, outcome, table
+from jobwrap.views import duration, local_time, outcome, table
 
 
 @dataclass(frozen=True)
@@ -38,6 +38,8 @@ class MonitorRow:
         """The last run took far longer (or shorter) than this job usually does."""
         if self.last_run is None or self.median_s is None or self.p95_s is None:
             return False
+        if self.last_run.state != "finished":
+            return False  # running or abandoned: its duration is not known
         last = self.last_run.duration_ms / 1000
         return last > max(2 * self.p95_s, self.p95_s + 1) or (
             self.median_s > 5 and last < self.median_s / 5
@@ -55,6 +57,7 @@ class MonitorRow:
             "is_idle": self.is_idle,
             "last_run_at": self.last_run.started_at if self.last_run else None,
             "last_exit_code": self.last_run.exit_code if self.last_run else None,
+            "last_state": self.last_run.state if self.last_run else None,
             "reports_pending": self.pending,
             "reports_refused": self.refused,
             "local_median_s": self.median_s,
@@ -161,7 +164,7 @@ def render_table(rows: list[MonitorRow], now: datetime | None = None) -> str:
 def _result(run: RunRecord | None) -> str:
     if run is None:
         return "-"
-    return f"{outcome(run)} {human_duration(run.duration_ms)}"
+    return f"{outcome(run)} {duration(run)}"
 
 
 def _pending(r: MonitorRow) -> str:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from datetime import datetime
+from datetime import UTC, datetime
 
 from jobwrap.store.history import RunRecord
 
@@ -37,7 +37,10 @@ def human_duration(ms: int) -> str:
 
 
 def outcome(record: RunRecord) -> str:
-    """One word or two: 'ok', 'exit 3', 'SIGKILL', 'timeout', 'skipped'."""
+    """One word or two: 'ok', 'exit 3', 'SIGKILL', 'timeout', 'skipped', 'running',
+    'abandoned' (jobwrap was killed or the machine went down while the command ran)."""
+    if record.state in ("running", "abandoned"):
+        return record.state
     if record.skipped:
         return "skipped"
     if record.timed_out:
@@ -45,6 +48,20 @@ def outcome(record: RunRecord) -> str:
     if record.signal:
         return record.signal
     return "ok" if record.exit_code == 0 else f"exit {record.exit_code}"
+
+
+def duration(record: RunRecord, now: datetime | None = None) -> str:
+    """How long it took; for a running run, how long it has been running; '-' if unknown."""
+    if record.state == "abandoned":
+        return "-"
+    if record.state == "running":
+        try:
+            began = datetime.fromisoformat(record.started_at)
+        except ValueError:
+            return "-"
+        elapsed = (now or datetime.now(UTC)) - began
+        return human_duration(max(0, int(elapsed.total_seconds() * 1000)))
+    return human_duration(record.duration_ms)
 
 
 def report_state(record: RunRecord) -> str:
@@ -62,7 +79,8 @@ def table(headers: list[str], rows: list[list[str]]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def history_table(records: list[RunRecord], command_width: int = 48) -> str:
+def history_table(records: list[RunRecord], command_width: int = 48,
+                  now: datetime | None = None) -> str:
     if not records:
         return "no runs recorded yet\n"
     rows = []
@@ -75,7 +93,7 @@ def history_table(records: list[RunRecord], command_width: int = 48) -> str:
                 local_time(r.started_at),
                 r.monitor or "-",
                 outcome(r),
-                human_duration(r.duration_ms),
+                duration(r, now),
                 report_state(r),
                 r.run_id[:8],
                 command,
@@ -92,8 +110,8 @@ def run_details(r: RunRecord) -> str:
         f"monitor    {r.monitor or '-'}",
         f"host       {r.host}",
         f"started    {local_time(r.started_at)}",
-        f"duration   {human_duration(r.duration_ms)}",
-        f"result     {outcome(r)} (exit status {r.exit_code})",
+        f"duration   {duration(r)}",
+        f"result     {_result(r)}",
     ]
     if r.skipped:
         lines.append(f"skipped    {r.skipped}")
@@ -115,6 +133,15 @@ def run_details(r: RunRecord) -> str:
     lines.extend(f"  {name} = {value}" for name, value in r.metas)
     lines.append(_output_section(r))
     return "\n".join(lines) + "\n"
+
+
+def _result(r: RunRecord) -> str:
+    if r.state == "running":
+        return f"running (jobwrap pid {r.pid})"
+    if r.state == "abandoned":
+        return (f"abandoned: jobwrap (pid {r.pid}) was killed or the machine went down while "
+                "the command ran; its outcome is unknown")
+    return f"{outcome(r)} (exit status {r.exit_code})"
 
 
 def _output_section(r: RunRecord) -> str:

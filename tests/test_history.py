@@ -197,9 +197,9 @@ def test_a_stopped_process_holding_the_set_up_lock_delays_others_boundedly(tmp_p
     try:
         with closing(sqlitedb.connect(path, 1000)) as conn, \
                 pytest.raises(StateError, match="set-up lock for 0.2 s"):
-            sqlitedb.prepare(conn, path, "CREATE TABLE t (x)", 1, wait_s=0.2)
+            sqlitedb.prepare(conn, path, ("CREATE TABLE t (x)",), wait_s=0.2)
     finally:
         os.close(holder)
     with closing(sqlitedb.connect(path, 1000)) as conn:
-        sqlitedb.prepare(conn, path, "CREATE TABLE t (x)", 1, wait_s=0.2)
+        sqlitedb.prepare(conn, path, ("CREATE TABLE t (x)",), wait_s=0.2)
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"

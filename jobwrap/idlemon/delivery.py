@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from jobwrap.errors import ApiError, ConfigError, TransientApiError
-from jobwrap.idlemon.report import LEASE_MARGIN_S, ReportSettings, log_body
+from jobwrap.idlemon.report import ReportSettings, log_body
 from jobwrap.store.history import History, RunRecord
 
 RUN_REQUEST_LIMIT = 30  # requests one run may send in all (its report, backlog and retries)
@@ -143,26 +143,50 @@ def held_back(rec: RunRecord, latest: dict[str, RunRecord]) -> bool:
     return last.report_status == "none" and (last.exit_code != 0 or bool(last.skipped))
 
 
+# A flush claims a few reports at a time, each batch on a short lease: a flush killed
+# mid-way blocks at most one batch, for about BATCH_S + BATCH_LEASE_MARGIN_S.
+CLAIM_BATCH = 10
+BATCH_S = 20.0  # the most one batch may take (its share of the budget)
+BATCH_LEASE_MARGIN_S = 10.0
+
+
 def flush(history: History, client_for: ClientFor, *, budget_s: float,
-          monitor: str | None = None, force: bool = False) -> FlushOutcome:
+          monitor: str | None = None, force: bool = False,
+          clock: Callable[[], float] = time.monotonic) -> FlushOutcome:
     """Deliver pending (and retry refused) reports, oldest first; safe to run concurrently."""
     owner = new_owner()
-    claimed = history.claim_reports(
-        owner, budget_s + LEASE_MARGIN_S, monitor=monitor,
-        statuses=("pending", "refused"), limit=100_000,
-    )
-    held: list[RunRecord] = []
-    if not force:
-        latest = history.latest_by_monitor()
-        held = [r for r in claimed if held_back(r, latest)]
-        claimed = [r for r in claimed if not held_back(r, latest)]
+    deadline = clock() + budget_s
+    latest = {} if force else history.latest_by_monitor()
+    total = FlushOutcome(DeliveryOutcome(), [])
     try:
-        # A flush may deliver a long backlog: its budget bounds it, not the per-run limit.
-        delivery = Deliverer(history, client_for, budget_s, max_requests=None).deliver(
-            claimed, owner)
+        while (remaining := deadline - clock()) > 0:
+            batch_s = min(remaining, BATCH_S)
+            cursor = history.claim_cursor
+            claimed = history.claim_reports(
+                owner, batch_s + BATCH_LEASE_MARGIN_S, monitor=monitor,
+                statuses=("pending", "refused"), limit=CLAIM_BATCH, after=cursor,
+            )
+            if history.claim_cursor == cursor:
+                break  # nothing left to claim
+            held = [r for r in claimed if not force and held_back(r, latest)]
+            total.held += held
+            send = [r for r in claimed if r not in held]
+            # A flush may deliver a long backlog: its budget bounds it, not the per-run limit.
+            done = Deliverer(history, client_for, batch_s, clock,
+                             max_requests=None).deliver(send, owner)
+            total.delivery.sent += done.sent
+            total.delivery.refused += done.refused
+            total.delivery.pending += done.pending
+            if done.pending:  # an outage or a spent budget: the rest wait for the next flush
+                reason = done.pending[-1][1]
+                rest = history.claim_reports(owner, 0.0, monitor=monitor, limit=1_000_000,
+                                             statuses=("pending", "refused"),
+                                             after=history.claim_cursor)  # a zero lease
+                total.delivery.pending += [(r.run_id, reason) for r in rest]
+                break
     finally:
         history.release_claims(owner)
-    return FlushOutcome(delivery, held)
+    return total
 
 
 class ClientPool:

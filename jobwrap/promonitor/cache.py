@@ -49,6 +49,7 @@ from typing import Any, Generic, TypeVar
 from jobwrap.errors import JobwrapError, StateError
 from jobwrap.promonitor.client import PmCheck, PmMonitor
 from jobwrap.store import sqlite as sqlitedb
+from jobwrap.store.files import private_dir
 
 T = TypeVar("T")
 
@@ -70,7 +71,6 @@ MAX_BLOCK_S = 3600.0
 FAILURE_HOLD_S = 10.0  # how long a failed fetch answers for the processes that waited on it
 _SOURCE = "ProMonitor cache"
 BUDGET_DIR_ENV = "JOBWRAP_PROMONITOR_BUDGET_DIR"
-BUDGET_SCHEMA_VERSION = 1
 _BUDGET_SCHEMA = """
 CREATE TABLE IF NOT EXISTS requests (
     token_hash TEXT NOT NULL,
@@ -83,6 +83,7 @@ CREATE TABLE IF NOT EXISTS blocks (
     reason TEXT NOT NULL
 );
 """
+_BUDGET_STEPS = (_BUDGET_SCHEMA,)  # as _STEPS below
 
 MONITOR = "monitor"
 CHECKS = "checks"
@@ -117,6 +118,7 @@ CREATE TABLE IF NOT EXISTS flights (
     PRIMARY KEY (token_hash, kind, monitor_id)
 );
 """
+_STEPS = (_SCHEMA,)  # step N brings user_version N-1 to N (see store/sqlite.py)
 
 
 class BlockReason(StrEnum):
@@ -437,14 +439,8 @@ class PmCache:
     @contextmanager
     def _write(self, *, budget: bool = True) -> Iterator[sqlite3.Connection]:
         """A short immediate transaction: waits its turn instead of failing on upgrade."""
-        with self._connection(budget=budget) as db:
-            db.execute("BEGIN IMMEDIATE")
-            try:
-                yield db
-            except BaseException:
-                db.execute("ROLLBACK")
-                raise
-            db.execute("COMMIT")
+        with self._connection(budget=budget) as db, sqlitedb.immediate(db):
+            yield db
 
     @contextmanager
     def _connection(self, *, budget: bool) -> Iterator[sqlite3.Connection]:
@@ -483,9 +479,9 @@ def open_pmcache(
     """
     path = state_dir / DB_NAME
     try:
-        state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        private_dir(state_dir)
         with closing(_connect(path)) as db:
-            sqlitedb.prepare(db, path, _SCHEMA, SCHEMA_VERSION, BUSY_TIMEOUT_MS / 1000)
+            sqlitedb.prepare(db, path, _STEPS, BUSY_TIMEOUT_MS / 1000)
     except (OSError, sqlite3.Error) as exc:
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
         raise StateError(f"cannot open the ProMonitor cache {path}: {reason}") from None
@@ -534,8 +530,7 @@ def _open_budget(path: Path | None, *, private: bool) -> Path | None:
         fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
         os.close(fd)
         with closing(_connect(path)) as db:
-            sqlitedb.prepare(db, path, _BUDGET_SCHEMA, BUDGET_SCHEMA_VERSION,
-                             BUSY_TIMEOUT_MS / 1000)
+            sqlitedb.prepare(db, path, _BUDGET_STEPS, BUSY_TIMEOUT_MS / 1000)
     except (OSError, sqlite3.Error, JobwrapError):
         return None
     return path

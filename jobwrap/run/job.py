@@ -25,12 +25,17 @@ from jobwrap.output.patterns import Kind, PatternSpec, check_unique, parse_patte
 from jobwrap.process.spawn import RunResult, RunSpec, new_run_id, run_command
 from jobwrap.process.tree import signal_name
 from jobwrap.store.history import History, RunRecord, open_history
+from jobwrap.store.record import storable
 
 if TYPE_CHECKING:  # imported only when --promonitor is used (--lock-url)
     from jobwrap.promonitor.gate import DependencySettings
     from jobwrap.store.fleet import FleetSettings
 
 Warn = Callable[[str], None]
+# How long a run waits for a history another process holds write-locked: before the command
+# (the job comes first) and after it (the run then waits in the spool for the next writer).
+START_WAIT_MS = 1_000
+END_WAIT_MS = 3_000
 
 
 def warn_stderr(message: str) -> None:
@@ -212,14 +217,16 @@ def make_record(settings: RunSettings, result: RunResult,
     output = result.output
     return RunRecord(
         run_id=result.run_id,
-        job=settings.job,
+        job=storable(settings.job),
         monitor=settings.monitor,
-        command=shlex.join(settings.argv),
+        # Text for people and Idlemon (an undecodable byte shows as \xe9); argv is exact.
+        command=storable(shlex.join(settings.argv)),
+        argv=settings.argv,
         host=host,
         started_at=result.started_at.isoformat(timespec="milliseconds"),
         duration_ms=result.duration_ms,
         exit_code=result.exit_status,
-        metas=tuple(metas),
+        metas=tuple((storable(n), storable(v)) for n, v in metas),
         schedule=settings.schedule,
         signal=result.signal,
         timed_out=result.timed_out,
@@ -246,46 +253,48 @@ def run_job(settings: RunSettings, warn: Warn = warn_stderr) -> int:
 
 
 def _run_guarded(settings: RunSettings, guard: _SignalGuard, warn: Warn) -> RunRecord:
+    run_id = new_run_id()  # one id for the lock file, the history row and the report
     held = None
     if settings.lock is not None:
-        held = _take_lock(settings, warn)
+        held = _take_lock(settings, run_id, warn)
         if isinstance(held, RunRecord):
             return held  # skipped: a previous run still holds the lock
     try:
-        return _run_locked(settings, held, guard, warn)
+        return _run_locked(settings, run_id, held, guard, warn)
     finally:
         if held is not None:
             held.release()
 
 
-def _take_lock(settings: RunSettings, warn: Warn):
+def _take_lock(settings: RunSettings, run_id: str, warn: Warn):
     """The JobLock (and fleet lease), or the record of the skipped run when it cannot be had."""
     from jobwrap.store import lock as locks
 
     assert settings.lock is not None
     try:
-        held = locks.acquire(settings.state_dir, settings.lock, settings.lock_wait_s)
+        held = locks.acquire(settings.state_dir, settings.lock, settings.lock_wait_s,
+                             run_id=run_id)
     except JobwrapError as exc:
         # The user asked for mutual exclusion: a lock that cannot be taken skips the run, as
         # `flock -n` does, rather than risk two runs at once.
         reason = f"skipped: cannot take lock {settings.lock!r} ({exc})"
         warn(reason)
-        return finish_run(settings, skipped_record(settings, reason), warn)
+        return finish_run(settings, skipped_record(settings, reason, run_id), warn)
     if held is None:
         reason = locks.holder(settings.state_dir, settings.lock).skip_message()
         warn(reason)
-        return finish_run(settings, skipped_record(settings, reason), warn)
+        return finish_run(settings, skipped_record(settings, reason, run_id), warn)
     if settings.fleet is not None:
-        return _take_fleet_lock(settings, settings.fleet, held, warn)
+        return _take_fleet_lock(settings, settings.fleet, held, run_id, warn)
     return held
 
 
-def _take_fleet_lock(settings: RunSettings, fleet_settings: FleetSettings, local, warn: Warn):
+def _take_fleet_lock(settings: RunSettings, fleet_settings: FleetSettings, local, run_id: str,
+                     warn: Warn):
     """After the local lock, the fleet's lease and slot in Redis; a skip record when refused."""
     from jobwrap.store import fleet
 
     assert settings.lock is not None
-    run_id = new_run_id()
     try:
         got = fleet.acquire(fleet_settings, settings.lock, run_id=run_id, warn=warn,
                             slot=_fleet_slot(settings.schedule))
@@ -299,7 +308,7 @@ def _take_fleet_lock(settings: RunSettings, fleet_settings: FleetSettings, local
     if local is not None:
         local.release()
     warn(got.message)
-    return finish_run(settings, skipped_record(settings, got.message), warn)
+    return finish_run(settings, skipped_record(settings, got.message, run_id), warn)
 
 
 def _fleet_slot(schedule: str | None):
@@ -316,12 +325,14 @@ def _fleet_slot(schedule: str | None):
     return Slot(fire, keep.total_seconds())
 
 
-def _run_locked(settings: RunSettings, held, guard: _SignalGuard, warn: Warn) -> RunRecord:
+def _run_locked(settings: RunSettings, run_id: str, held, guard: _SignalGuard,
+                warn: Warn) -> RunRecord:
     dependency = _open_dependency(settings, warn)
     if dependency is not None and dependency.settings.require_up != "off":
         decision = dependency.gate()
         if decision is not None and not decision.run:
-            return finish_run(settings, skipped_record(settings, decision.message), warn)
+            return finish_run(settings, skipped_record(settings, decision.message, run_id),
+                              warn)
     may_send = settings.monitor and settings.report.token and settings.report.policy != "never"
     if may_send and not settings.report.dry_run:
         from jobwrap.idlemon.delivery import prewarm_http
@@ -329,6 +340,8 @@ def _run_locked(settings: RunSettings, held, guard: _SignalGuard, warn: Warn) ->
         prewarm_http()
     if dependency is not None:
         dependency.start()
+    # A dry run may end unrecorded (see _store_and_report): it does not record its start.
+    history = None if settings.report.dry_run else _record_start(settings, run_id)
     guard.after_child = True  # the runner forwards signals while the child runs
     result = run_command(
         RunSpec(
@@ -341,7 +354,7 @@ def _run_locked(settings: RunSettings, held, guard: _SignalGuard, warn: Warn) ->
             # The child inherits the lock: it is held as long as the job's tree lives.
             pass_fds=(held.fd,) if held is not None and held.fd is not None else (),
         ),
-        run_id=getattr(held, "run_id", None),  # the fleet lease names the run
+        run_id,
     )
     if result.spawn_error:
         warn(result.spawn_error)
@@ -349,7 +362,25 @@ def _run_locked(settings: RunSettings, held, guard: _SignalGuard, warn: Warn) ->
     if getattr(held, "lost", False):
         extra.append(("lock_lost", "true"))
     record = make_record(settings, result, extra)
-    return finish_run(settings, record, warn, guard)
+    return finish_run(settings, record, warn, guard, history)
+
+
+def _record_start(settings: RunSettings, run_id: str) -> History | None:
+    """Put the run on disk as running before its command starts, so that a jobwrap killed
+    (or a machine lost) while it runs leaves a trace: one short transaction.  The connection
+    is kept for the outcome.  A history that cannot take it in ``START_WAIT_MS`` delays the
+    job no longer: the outcome is stored (or spooled) after it all the same."""
+    started = RunResult(run_id=run_id, argv=settings.argv, started_at=datetime.now(UTC),
+                        duration_ms=0, exit_status=0)
+    record = replace(make_record(settings, started), metas=())
+    history = None
+    try:
+        history = open_history(settings.state_dir, busy_timeout_ms=START_WAIT_MS,
+                               take_spool=False)
+        history.begin(record)
+    except JobwrapError:
+        pass  # not now: the outcome is stored when the run ends, or a warning says why not
+    return history
 
 
 def _context_metas(dependency, result: RunResult, warn: Warn) -> list[tuple[str, str]]:
@@ -372,10 +403,10 @@ def _open_dependency(settings: RunSettings, warn: Warn):
     return DependencyCheck(settings.dependency, settings.state_dir, warn)
 
 
-def skipped_record(settings: RunSettings, reason: str) -> RunRecord:
+def skipped_record(settings: RunSettings, reason: str, run_id: str | None = None) -> RunRecord:
     """A run that was not started (dependency down, lock held): recorded, never reported."""
     result = RunResult(
-        run_id=new_run_id(),
+        run_id=run_id or new_run_id(),
         argv=settings.argv,
         started_at=datetime.now(UTC),
         duration_ms=0,
@@ -386,10 +417,13 @@ def skipped_record(settings: RunSettings, reason: str) -> RunRecord:
 
 
 def finish_run(settings: RunSettings, record: RunRecord, warn: Warn,
-               guard: _SignalGuard | None = None) -> RunRecord:
-    """Everything after the child: contained, so the run's exit status always stands."""
+               guard: _SignalGuard | None = None, history: History | None = None) -> RunRecord:
+    """Everything after the child: contained, so the run's exit status always stands.
+
+    ``history``: the one the run's start was written to (closed here).
+    """
     try:
-        record = _store_and_report(settings, record, warn, guard)
+        record = _store_and_report(settings, record, warn, guard, history)
     except Exception as exc:  # a bug here must not cost the job its exit status
         warn(f"warning: internal error after the run ({type(exc).__name__}); "
              "its exit status is unaffected")
@@ -399,7 +433,7 @@ def finish_run(settings: RunSettings, record: RunRecord, warn: Warn,
 
 
 def _store_and_report(settings: RunSettings, record: RunRecord, warn: Warn,
-                      guard: _SignalGuard | None) -> RunRecord:
+                      guard: _SignalGuard | None, opened: History | None) -> RunRecord:
     report = settings.report
     to_send = bool(settings.monitor) and wants_report(report.policy, record)
     if to_send and report.dry_run:
@@ -411,7 +445,7 @@ def _store_and_report(settings: RunSettings, record: RunRecord, warn: Warn,
         warn(f"warning: cannot report to Idlemon: {settings.report_problem}; the report is "
              "kept for `jobwrap flush`")
         record = replace(record, report_status="pending", report_error=settings.report_problem)
-        _store(settings.state_dir, record, warn, claim=False, lease=report.budget_s)
+        _store(settings.state_dir, record, warn, opened, claim=False, lease=report.budget_s)
         return record
     if to_send and not report.token:
         warn(
@@ -422,38 +456,66 @@ def _store_and_report(settings: RunSettings, record: RunRecord, warn: Warn,
         to_send = False
     if to_send:
         record = replace(record, report_status="pending")
-    history = _store(settings.state_dir, record, warn, claim=to_send, lease=report.budget_s)
+    history = _store(settings.state_dir, record, warn, opened, claim=to_send,
+                     lease=report.budget_s)
     if not to_send:
         return record
     try:
         if guard is not None and guard.stopping:
             warn("warning: stopped by a signal: the report is kept for `jobwrap flush`")
             return record
-        return _deliver(settings, record, history, warn, guard)
+        record = _deliver(settings, record, history, warn, guard)
+        if history is None:
+            _spool(settings.state_dir, record, warn, quiet=True)  # the delivery's outcome
+        return record
     finally:
         if history is not None:
-            history.release_claims(record.run_id)  # whatever happened, others may deliver it
-            history.close()
+            try:
+                history.release_claims(record.run_id)  # whatever happened, others may send it
+            finally:
+                history.close()
 
 
-def _store(state_dir: Path, record: RunRecord, warn: Warn, *, claim: bool,
-           lease: float) -> History | None:
-    """Store the run (claimed for delivery by this process); None if the store is unusable."""
+def _store(state_dir: Path, record: RunRecord, warn: Warn, opened: History | None, *,
+           claim: bool, lease: float) -> History | None:
+    """Store the run (claimed for delivery by this process); None if the store is unusable.
+
+    The wait for a locked history is bounded (``END_WAIT_MS``): past it the run goes to the
+    spool, which the next writer moves into the history.
+    """
+    history = opened
     try:
-        history = open_history(state_dir)
-        try:
-            history.add(record, claim=record.run_id if claim else None,
-                        lease_s=lease + LEASE_MARGIN_S)
-        except BaseException:
-            history.close()
-            raise
+        if history is not None:
+            history.set_busy_timeout(END_WAIT_MS)
+        else:
+            history = open_history(state_dir, busy_timeout_ms=END_WAIT_MS)
+        history.add(record, claim=record.run_id if claim else None,
+                    lease_s=lease + LEASE_MARGIN_S)
+        if opened is not None:
+            history.take_spool(state_dir)  # runs that waited for a locked history
     except JobwrapError as exc:
-        warn(f"warning: {exc}; this run is not recorded (its exit status is unaffected)")
+        if history is not None:
+            history.close()
+        _spool(state_dir, record, warn, problem=str(exc))
         return None
     if not claim:
         history.close()
         return None
     return history
+
+
+def _spool(state_dir: Path, record: RunRecord, warn: Warn, problem: str = "",
+           quiet: bool = False) -> None:
+    from jobwrap.store.history import spool_run
+
+    try:
+        path = spool_run(state_dir, record)
+    except OSError as exc:
+        warn(f"warning: {problem or 'cannot write the history'}; this run is not recorded "
+             f"(cannot spool it either: {exc.strerror}; its exit status is unaffected)")
+        return
+    if not quiet:
+        warn(f"warning: {problem}; the run waits in {path} for the next jobwrap")
 
 
 def _deliver(settings: RunSettings, record: RunRecord, history: History | None,
@@ -557,14 +619,14 @@ class _Stopped(BaseException):
 
 
 def write_summary(path: Path, record: RunRecord, warn: Warn) -> None:
-    """Write the record as JSON atomically (a reader never sees half a file)."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    """Write the record as JSON atomically (a reader never sees half a file).
+
+    Through a ``mkstemp`` file (0600, an unpredictable name: a symlink planted next to the
+    summary cannot redirect the write) renamed over ``path``.
+    """
+    from jobwrap.store.files import write_atomic
+
     try:
-        tmp.write_text(json.dumps(record.to_json(), indent=2) + "\n", encoding="utf-8")
-        os.replace(tmp, path)
+        write_atomic(path, (json.dumps(record.to_json(), indent=2) + "\n").encode("utf-8"))
     except OSError as exc:
         warn(f"warning: cannot write the summary {path}: {exc.strerror}")
-        try:
-            tmp.unlink()
-        except OSError:
-            pass

@@ -1,121 +1,54 @@
 """The local history: one SQLite database in the state directory, safe under concurrency.
 
 Many cron jobs start in the same second, so every connection uses WAL, a long busy timeout and
-short ``BEGIN IMMEDIATE`` transactions (a deferred transaction that later wants to write can
-fail with "database is locked" without waiting; an immediate one waits its turn).  The schema
-version lives in ``PRAGMA user_version``.
+short immediate transactions (:func:`jobwrap.store.sqlite.immediate`).  The schema is a list
+of migration steps (``STEPS``); ``PRAGMA user_version`` says how many a file has had.
+
+A run is written twice: :meth:`History.begin` inserts it as ``running`` (with jobwrap's pid
+and the boot id) before the command starts, and :meth:`History.add` writes its outcome.  A row
+still ``running`` whose jobwrap is gone (pid dead, or the machine rebooted since) is read as
+``abandoned``: jobwrap was killed, crashed or lost power while its command ran.
 
 The same table is the durable spool of reports: a run whose report could not be delivered is
-``report_status = 'pending'`` until a later run or ``jobwrap flush`` delivers it.
+``report_status = 'pending'`` until a later run or ``jobwrap flush`` delivers it.  When the
+history itself cannot be written in time, the run waits in a spool file instead
+(:mod:`jobwrap.store.spool`) until the next writer moves it in.
+
+A malformed row (a hand edit, a disk error) is skipped, never fatal: readers name it in
+:attr:`History.bad_rows`.
 """
 
 from __future__ import annotations
 
-import json
+import errno
 import os
 import sqlite3
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
 from jobwrap.errors import StateError
+from jobwrap.store import spool
 from jobwrap.store import sqlite as sqlitedb
+from jobwrap.store.files import private_dir
+from jobwrap.store.liveness import Here, boot_id
+from jobwrap.store.record import (  # noqa: F401  (RunRecord: also imported from here)
+    STORED,
+    Malformed,
+    RunRecord,
+    from_row,
+    row_values,
+    storable,
+)
+from jobwrap.store.schema import ABANDONED, FINISHED, RUNNING, SCHEMA_VERSION, STEPS
 
-SCHEMA_VERSION = 1
 DB_NAME = "history.sqlite3"
 BUSY_TIMEOUT_MS = 30_000
 KEEP_OUTPUT_RUNS = 20  # per job: older runs keep their record but drop their captured output
 KEEP_DAYS = 90  # delivered or unreported runs older than this are pruned
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS runs (
-    run_id TEXT PRIMARY KEY,
-    job TEXT NOT NULL,                 -- monitor slug, else the command: groups a job's runs
-    monitor TEXT,
-    command TEXT NOT NULL,
-    schedule TEXT,
-    host TEXT NOT NULL,
-    started_at TEXT NOT NULL,          -- ISO 8601, UTC
-    duration_ms INTEGER NOT NULL,
-    exit_code INTEGER NOT NULL,        -- jobwrap's exit status for the run (128+N, 124, ...)
-    signal TEXT,
-    timed_out INTEGER NOT NULL DEFAULT 0,
-    skipped TEXT,                      -- why the command was not started, if it was not
-    error TEXT,                        -- e.g. "command not found: foo"
-    stdout_lines INTEGER NOT NULL DEFAULT 0,
-    stderr_lines INTEGER NOT NULL DEFAULT 0,
-    metas TEXT NOT NULL,               -- JSON [{"name": ..., "value": ...}], as reported
-    cpu_user_s REAL,
-    cpu_sys_s REAL,
-    max_rss_kb INTEGER,
-    output_head BLOB,
-    output_tail BLOB,
-    output_omitted_lines INTEGER,
-    report_status TEXT NOT NULL DEFAULT 'none',  -- none | pending | sent | refused
-    report_error TEXT,
-    report_attempts INTEGER NOT NULL DEFAULT 0,
-    report_claim TEXT,                 -- who is delivering it now (see claim_pending)
-    report_claimed_until REAL,
-    report_sent_at TEXT
-);
-CREATE INDEX IF NOT EXISTS runs_by_time ON runs (started_at);
-CREATE INDEX IF NOT EXISTS runs_by_job ON runs (job, started_at);
-CREATE INDEX IF NOT EXISTS runs_by_report ON runs (report_status, started_at)
-    WHERE report_status IN ('pending', 'refused');
-"""
-
-
-@dataclass(frozen=True)
-class RunRecord:
-    """One row of the history, as stored and as shown by ``history``/``show``/``--summary-json``."""
-
-    run_id: str
-    job: str
-    monitor: str | None
-    command: str
-    host: str
-    started_at: str
-    duration_ms: int
-    exit_code: int
-    metas: tuple[tuple[str, str], ...]
-    schedule: str | None = None
-    signal: str | None = None
-    timed_out: bool = False
-    skipped: str | None = None
-    error: str | None = None
-    stdout_lines: int = 0
-    stderr_lines: int = 0
-    cpu_user_s: float | None = None
-    cpu_sys_s: float | None = None
-    max_rss_kb: int | None = None
-    output_head: bytes | None = None
-    output_tail: bytes | None = None
-    output_omitted_lines: int | None = None
-    report_status: str = "none"
-    report_error: str | None = None
-    report_attempts: int = 0
-    report_sent_at: str | None = None
-
-    def to_json(self, with_output: bool = False) -> dict:
-        """A JSON-ready dict; metas as the ``[{"name", "value"}]`` list Idlemon receives."""
-        data = {k: getattr(self, k) for k in _COLUMNS if not k.startswith("output_")}
-        data["metas"] = [{"name": n, "value": v} for n, v in self.metas]
-        data["timed_out"] = bool(self.timed_out)
-        if with_output:
-            data["output_head"] = _text(self.output_head)
-            data["output_tail"] = _text(self.output_tail)
-            data["output_omitted_lines"] = self.output_omitted_lines
-        return data
-
-
-_COLUMNS = tuple(RunRecord.__dataclass_fields__)
-
-
-def _text(data: bytes | None) -> str | None:
-    return None if data is None else data.decode("utf-8", "replace")
 
 
 def default_state_dir(env: Mapping[str, str] = os.environ) -> Path:
@@ -129,46 +62,78 @@ def default_state_dir(env: Mapping[str, str] = os.environ) -> Path:
 
 
 class History:
-    """The run store.  Open it with :func:`open_history`; close it when done."""
+    """The run store.  Open it with :func:`open_history`; close it (or use ``with``) when done."""
 
-    def __init__(self, conn: sqlite3.Connection, path: Path) -> None:
+    def __init__(self, conn: sqlite3.Connection, path: Path, read_only: bool = False) -> None:
         self.conn = conn
         self.path = path
+        self.read_only = read_only  # opened read-only (read-only or full filesystem)
+        self.bad_rows: list[tuple[str, str]] = []  # (run id, what is wrong) of skipped rows
+        self._here: Here | None = None
+        self.claim_cursor: tuple[str, str] | None = None  # see claim_reports
+        self._state_column: bool | None = None  # False: a schema-1 file opened read-only
 
     def close(self) -> None:
         self.conn.close()
+
+    def __enter__(self) -> History:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def set_busy_timeout(self, ms: int) -> None:
+        """How long each statement waits for other writers from now on."""
+        self.conn.execute(f"PRAGMA busy_timeout = {int(ms)}")
 
     @contextmanager
     def write(self) -> Iterator[sqlite3.Connection]:
         """A short immediate transaction: waits for other writers instead of failing."""
         try:
-            self.conn.execute("BEGIN IMMEDIATE")
-            try:
-                yield self.conn
-            except BaseException:
-                self.conn.execute("ROLLBACK")
-                raise
-            self.conn.execute("COMMIT")
+            with sqlitedb.immediate(self.conn) as db:
+                yield db
         except sqlite3.Error as exc:
             raise StateError(f"cannot write the history {self.path}: {exc}") from None
 
+    def begin(self, rec: RunRecord) -> None:
+        """Insert a run as ``running`` before its command starts: one short transaction."""
+        values = row_values(rec)
+        values.update(state=RUNNING, pid=os.getpid(), boot_id=boot_id())
+        with self.write() as db:
+            db.execute(f"INSERT INTO runs ({', '.join(values)}) VALUES "
+                       f"({', '.join(':' + c for c in values)})", values)
+
     def add(self, rec: RunRecord, claim: str | None = None, lease_s: float = 0.0) -> None:
-        """Insert a run.  ``claim``: the inserting process will deliver its report itself."""
-        values = {k: getattr(rec, k) for k in _COLUMNS}
-        values["metas"] = json.dumps([{"name": n, "value": v} for n, v in rec.metas])
-        values["timed_out"] = int(rec.timed_out)
+        """Insert a run, or write the outcome of one :meth:`begin` inserted.
+
+        ``claim``: the inserting process will deliver its report itself.
+        """
+        values = row_values(rec)
+        values.update(state=FINISHED, pid=None)
         values["report_claim"] = claim
         values["report_claimed_until"] = time.time() + lease_s if claim else None
-        cols = ", ".join(values)
-        marks = ", ".join(f":{c}" for c in values)
         with self.write() as db:
-            db.execute(f"INSERT INTO runs ({cols}) VALUES ({marks})", values)
+            _upsert(db, values)
             _drop_old_output(db, rec.job)
             db.execute(
                 "DELETE FROM runs WHERE started_at < datetime('now', ?) "
                 "AND report_status NOT IN ('pending', 'refused')",
                 (f"-{KEEP_DAYS} days",),
             )
+
+    def take_spool(self, state_dir: Path) -> int:
+        """Move the runs spooled while the history could not be written into it."""
+        moved = 0
+        for path, found in spool.waiting(state_dir, self.bad_rows):
+            values = {k: v for k, v in found.items() if k in STORED}
+            try:
+                with self.write() as db:
+                    _upsert(db, values)
+            except StateError:
+                break  # still locked or read-only: the next writer tries again
+            spool.remove(path)
+            moved += 1
+        return moved
 
     # The spool ---------------------------------------------------------------------------
     # A report is delivered by whoever holds its claim.  A claim is a lease: if its holder dies
@@ -184,8 +149,13 @@ class History:
         monitor: str | None = None,
         statuses: tuple[str, ...] = ("pending",),
         limit: int = 100,
+        after: tuple[str, str] | None = None,
     ) -> list[RunRecord]:
-        """Claim up to ``limit`` unclaimed reports, oldest first, and return them."""
+        """Claim up to ``limit`` unclaimed reports, oldest first, and return them.
+
+        ``after``: only reports after this (started_at, run_id), the previous batch's
+        :attr:`claim_cursor`, which this call moves past every row it claimed.
+        """
         now = time.time()
         marks = ", ".join("?" for _ in statuses)
         where = f"report_status IN ({marks}) AND coalesce(report_claimed_until, 0) < ?"
@@ -193,20 +163,28 @@ class History:
         if monitor is not None:
             where += " AND monitor = ?"
             args.append(monitor)
+        if after is not None:
+            where += " AND (started_at, run_id) > (?, ?)"
+            args += list(after)
+        if self.read_only:  # nothing can be claimed: fine when there is nothing to claim
+            if self._read(f"SELECT 1 FROM runs WHERE {where} LIMIT 1", tuple(args)):
+                raise StateError(f"the history {self.path} is read-only: its pending "
+                                 "reports cannot be delivered from here")
+            return []
         with self.write() as db:
             db.execute(
                 "UPDATE runs SET report_claim = ?, report_claimed_until = ? WHERE run_id IN ("
-                f" SELECT run_id FROM runs WHERE {where} ORDER BY started_at LIMIT ?)",
+                f" SELECT run_id FROM runs WHERE {where} ORDER BY started_at, run_id LIMIT ?)",
                 (owner, now + lease_s, *args, limit),
             )
-        return [
-            _record(row)
-            for row in self._read(
-                "SELECT * FROM runs WHERE report_claim = ? AND report_status IN "
-                f"({marks}) ORDER BY started_at",
-                (owner, *statuses),
-            )
-        ]
+        rows = self._read(
+            "SELECT * FROM runs WHERE report_claim = ? AND report_status IN "
+            f"({marks}) ORDER BY started_at, run_id",
+            (owner, *statuses),
+        )
+        if rows:
+            self.claim_cursor = (rows[-1]["started_at"], rows[-1]["run_id"])
+        return self._parse(rows)
 
     def settle_report(
         self, run_id: str, owner: str, status: str, error: str | None = None
@@ -222,6 +200,8 @@ class History:
             )
 
     def release_claims(self, owner: str) -> None:
+        if self.read_only:
+            return  # nothing was claimed
         with self.write() as db:
             db.execute(
                 "UPDATE runs SET report_claim = NULL, report_claimed_until = NULL"
@@ -238,26 +218,34 @@ class History:
         return {(row["monitor"], row["report_status"]): row["n"] for row in rows}
 
     def latest_by_monitor(self) -> dict[str, RunRecord]:
-        rows = self._read(
+        records = self._records(
             "SELECT * FROM runs WHERE rowid IN (SELECT max(rowid) FROM runs"
             " WHERE monitor IS NOT NULL GROUP BY monitor)"
         )
-        return {row["monitor"]: _record(row) for row in rows}
+        return {rec.monitor: rec for rec in records if rec.monitor is not None}
 
     def durations(self, monitor: str, limit: int = 200) -> list[int]:
         """Recent durations (ms) of a monitor's runs that ran to completion."""
         rows = self._read(
-            "SELECT duration_ms FROM runs WHERE monitor = ? AND skipped IS NULL"
+            f"SELECT duration_ms FROM runs WHERE monitor = ? AND skipped IS NULL{self._done}"
             " ORDER BY started_at DESC LIMIT ?",
             (monitor, limit),
         )
-        return [row["duration_ms"] for row in rows]
+        return [row["duration_ms"] for row in rows if isinstance(row["duration_ms"], int)]
 
     def recent(self, *, monitor: str | None = None, limit: int = 20) -> list[RunRecord]:
         """Newest first."""
         where, args = ("WHERE monitor = ?", [monitor]) if monitor else ("", [])
         sql = f"SELECT * FROM runs {where} ORDER BY started_at DESC, rowid DESC LIMIT ?"
-        return [_record(row) for row in self._read(sql, (*args, limit))]
+        return self._records(sql, (*args, limit))
+
+    def abandoned(self, since_days: float = 7) -> list[RunRecord]:
+        """Recent runs whose jobwrap was killed or lost while their command ran."""
+        records = self._records(
+            "SELECT * FROM runs WHERE state = 'running' AND started_at >= datetime('now', ?)"
+            " ORDER BY started_at", (f"-{since_days:g} days",)
+        ) if self._has_state else []
+        return [rec for rec in records if rec.state == ABANDONED]
 
     def get(self, run_id_prefix: str | None = None) -> RunRecord | None:
         """The run whose id starts with the prefix (None: the newest run)."""
@@ -270,7 +258,40 @@ class History:
             )
             if len(rows) > 1:
                 raise StateError(f"run id {run_id_prefix!r} is ambiguous: give more characters")
-        return _record(rows[0]) if rows else None
+        records = self._parse(rows)
+        if rows and not records:
+            raise StateError(f"run {rows[0]['run_id']} is malformed in the history: "
+                             f"{self.bad_rows[-1][1]}")
+        return records[0] if records else None
+
+    @property
+    def _done(self) -> str:
+        """A filter for runs that have ended ('' on a file of schema 1, read-only)."""
+        return " AND state = 'finished'" if self._has_state else ""
+
+    @property
+    def _has_state(self) -> bool:
+        if self._state_column is None:
+            names = {row[1] for row in self._read("PRAGMA table_info(runs)")}
+            self._state_column = "state" in names
+        return self._state_column
+
+    def _records(self, sql: str, args: tuple = ()) -> list[RunRecord]:
+        return self._parse(self._read(sql, args))
+
+    def _parse(self, rows: list[sqlite3.Row]) -> list[RunRecord]:
+        """The rows as records; a malformed one is skipped and named in ``bad_rows``."""
+        if self._here is None:
+            self._here = Here()
+        records = []
+        for row in rows:
+            try:
+                records.append(from_row(row, self._here))
+            except Malformed as exc:
+                entry = (str(row["run_id"]), str(exc))
+                if entry not in self.bad_rows:
+                    self.bad_rows.append(entry)
+        return records
 
     def _read(self, sql: str, args: tuple = ()) -> list[sqlite3.Row]:
         try:
@@ -288,31 +309,72 @@ def _drop_old_output(db: sqlite3.Connection, job: str) -> None:
     )
 
 
-def _record(row: sqlite3.Row) -> RunRecord:
-    data = {k: row[k] for k in _COLUMNS}
-    data["metas"] = tuple((m["name"], m["value"]) for m in json.loads(row["metas"]))
-    data["timed_out"] = bool(row["timed_out"])
-    return RunRecord(**data)
+def spool_run(state_dir: Path, rec: RunRecord) -> Path:
+    """Keep a run that the history could not take now for the next writer (OSError)."""
+    values = row_values(rec)
+    values.update(state=FINISHED, pid=None)
+    return spool.write(state_dir, rec.run_id, values)
 
 
-def open_history(state_dir: Path) -> History:
-    """Open (creating if needed) the history in ``state_dir``; StateError if that fails."""
+def _upsert(db: sqlite3.Connection, values: dict) -> None:
+    cols = ", ".join(values)
+    marks = ", ".join(f":{c}" for c in values)
+    updates = ", ".join(f"{c} = excluded.{c}" for c in values if c != "run_id")
+    db.execute(f"INSERT INTO runs ({cols}) VALUES ({marks}) "
+               f"ON CONFLICT (run_id) DO UPDATE SET {updates}", values)
+
+
+def open_history(state_dir: Path, *, busy_timeout_ms: int = BUSY_TIMEOUT_MS,
+                 take_spool: bool = True) -> History:
+    """Open (creating or migrating if needed) the history in ``state_dir``; StateError if not.
+
+    Where it cannot be written (a read-only or full filesystem) an existing history is opened
+    read-only: reading works, writing raises StateError.  ``take_spool``: also move in runs
+    that waited in the spool.  ``busy_timeout_ms`` bounds each wait for other writers.
+    """
     path = state_dir / DB_NAME
     try:
-        state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-        conn = sqlitedb.connect(path, BUSY_TIMEOUT_MS)
+        private_dir(state_dir)
+        conn = sqlitedb.connect(path, busy_timeout_ms)
     except (OSError, sqlite3.Error) as exc:
-        raise StateError(f"cannot open the history in {state_dir}: {_reason(exc)}") from None
+        return _open_read_only(path, exc, busy_timeout_ms)
     try:
         conn.row_factory = sqlite3.Row
-        sqlitedb.prepare(conn, path, _SCHEMA, SCHEMA_VERSION, BUSY_TIMEOUT_MS / 1000)
+        sqlitedb.prepare(conn, path, STEPS, busy_timeout_ms / 1000)
     except (OSError, sqlite3.Error) as exc:
         conn.close()
-        raise StateError(f"cannot use the history {path}: {_reason(exc)}") from None
+        return _open_read_only(path, exc, busy_timeout_ms)
     except BaseException:  # StateError (a newer schema, the set-up lock) or an interrupt
         conn.close()
         raise
-    return History(conn, path)
+    history = History(conn, path)
+    if take_spool and spool.has_waiting(state_dir):
+        history.take_spool(state_dir)
+    return history
+
+
+def _open_read_only(path: Path, cause: BaseException, busy_timeout_ms: int) -> History:
+    """The history read-only, or StateError naming why it could not be opened at all."""
+    if not _unwritable(cause) or not path.is_file():
+        raise StateError(f"cannot open the history in {path.parent}: {_reason(cause)}")
+    try:
+        conn = sqlitedb.connect_read_only(path, busy_timeout_ms)
+    except sqlite3.Error:
+        raise StateError(f"cannot use the history {path}: {_reason(cause)}") from None
+    conn.row_factory = sqlite3.Row
+    found = conn.execute("PRAGMA user_version").fetchone()[0]
+    if found > SCHEMA_VERSION:
+        conn.close()
+        raise StateError(f"{path} was written by a newer jobwrap (schema {found})")
+    return History(conn, path, read_only=True)
+
+
+def _unwritable(exc: BaseException) -> bool:
+    """Does this failure mean the file may be read but not written (read-only, full)?"""
+    if isinstance(exc, OSError):
+        return exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC)
+    text = str(exc).lower()
+    return any(s in text for s in ("readonly", "unable to open", "disk is full", "disk i/o"))
 
 
 def _reason(exc: BaseException) -> str:

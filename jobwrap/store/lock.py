@@ -38,6 +38,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from jobwrap.errors import StateError
+from jobwrap.store.files import open_private, private_dir
 
 LOCK_DIR = "locks"
 # Waiting polls with LOCK_NB: a blocking flock cannot be given a timeout without a signal or a
@@ -147,7 +148,9 @@ def holder(state_dir: Path, name: str) -> LockHolder:
 def read_holder(path: Path, name: str) -> LockHolder | None:
     """Parse a lock file; None when it is missing, empty or being rewritten."""
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        with os.fdopen(fd, "rb") as f:
+            data = json.loads(f.read(64 * 1024))
     except (OSError, ValueError):
         return None
     if not isinstance(data, dict):
@@ -163,10 +166,11 @@ def read_holder(path: Path, name: str) -> LockHolder | None:
 
 def _open(path: Path) -> int:
     try:
-        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        # O_CLOEXEC (Python's default) keeps it from leaking into unrelated children; the
-        # runner makes it inheritable for the job only.
-        return os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        private_dir(path.parent)
+        # O_CLOEXEC keeps it from leaking into unrelated children (the runner makes it
+        # inheritable for the job only); O_NOFOLLOW: a symlink planted at this predictable
+        # name must not make us truncate and write its target.
+        return open_private(path)
     except OSError as exc:
         raise StateError(f"cannot open lock file {path}: {exc.strerror}") from None
 

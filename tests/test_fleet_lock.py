@@ -395,7 +395,8 @@ def test_without_the_redis_extra_a_lock_url_is_one_line_and_plain_runs_never_imp
     out = jobwrap("run", "--lock", "--", "true",
                   env={"PYTHONPATH": path, "JOBWRAP_LOCK_URL": "redis://127.0.0.1:1/0"})
     assert (out.returncode, out.stderr) == (
-        2, b"jobwrap: a lock URL needs the Redis client: pip install 'jobwrap[redis]'\n")
+        2, b"jobwrap: a lock URL needs the Redis client: pip install 'redis>=5' "
+           b"(jobwrap's redis extra)\n")
 
 
 def test_the_fleet_module_is_the_only_redis_user() -> None:

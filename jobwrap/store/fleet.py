@@ -20,8 +20,9 @@ Redis unreachable is :class:`FleetUnavailable`; the caller fails closed (skips) 
 run unlocked.  Connecting and each command time out within :data:`TIMEOUT_S`, with no retries,
 so a slow Redis costs a run at most a couple of seconds.
 
-The only module that imports ``redis`` (an optional extra: ``pip install 'jobwrap[redis]'``),
-and only when a lock URL is set.  Passwords are never shown: :func:`mask_url`.
+The only module that imports ``redis`` (the optional ``redis`` extra, installed from the
+source tree: ``pip install '.[redis]'``), and only when a lock URL is set.
+Passwords are never shown: :func:`mask_url`.
 """
 
 from __future__ import annotations
@@ -152,8 +153,8 @@ def require_client() -> None:
     try:
         import redis  # noqa: F401
     except ImportError:
-        raise ConfigError("a lock URL needs the Redis client: pip install 'jobwrap[redis]'") \
-            from None
+        raise ConfigError("a lock URL needs the Redis client: pip install 'redis>=5' "
+                          "(jobwrap's redis extra)") from None
 
 
 def connect(settings: FleetSettings) -> Any:

@@ -209,11 +209,12 @@ def status(project, as_json) -> int:
     Example:
       jobwrap status --project 9934826a-adb5-11ea-a64d-0242ac130004
     """
-    from jobwrap import commands
+    from jobwrap import views
+    from jobwrap.status import gather
 
-    text, code = commands.status(_resolve({"idlemon_project": project}), as_json)
-    click.echo(text, nl=False)
-    return code
+    report = gather(_resolve({"idlemon_project": project}))
+    click.echo(views.status_json(report) if as_json else views.status_text(report), nl=False)
+    return ExitStatus.FAILURE if report.problems else ExitStatus.OK
 
 
 @cli.command()
@@ -226,11 +227,12 @@ def flush(monitor, budget, force) -> int:
 
     Exits 0 when nothing is left to deliver, 1 otherwise.
     """
-    from jobwrap import commands
+    from jobwrap import views
+    from jobwrap.idlemon.flush import flush_backlog
 
-    text, code = commands.flush(_resolve({}), monitor=monitor, budget_s=budget, force=force)
-    click.echo(text, nl=False)
-    return code
+    summary = flush_backlog(_resolve({}), monitor=monitor, budget_s=budget, force=force)
+    click.echo(views.flush_text(summary), nl=False)
+    return ExitStatus.FAILURE if summary.left else ExitStatus.OK
 
 
 @cli.command()
@@ -239,11 +241,12 @@ def doctor() -> int:
 
     Prints one line per finding, with the fix; exits 1 if anything is wrong.
     """
-    from jobwrap import commands
+    from jobwrap import views
+    from jobwrap.doctor import diagnose, worst
 
-    text, code = commands.doctor(_resolve({}))
-    click.echo(text, nl=False)
-    return code
+    findings = diagnose(_resolve({}))
+    click.echo(views.doctor_text(findings), nl=False)
+    return worst(findings)
 
 
 @cli.command("next")

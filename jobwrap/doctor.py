@@ -6,6 +6,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 
+from jobwrap.config.monitors import monitor_settings, per_monitor
 from jobwrap.config.settings import IDLEMON, PROMONITOR, Settings
 from jobwrap.errors import ApiError, JobwrapError
 
@@ -20,6 +21,37 @@ class Finding:
 
 
 Check = Callable[[Settings], Iterator[Finding]]
+
+
+def diagnose(settings: Settings) -> list[Finding]:
+    """Every finding, in the order they are shown; :func:`worst` gives the exit status."""
+    findings: list[Finding] = [Finding(False, w) for w in settings.warnings]
+    try:
+        per = monitor_settings(settings)
+    except JobwrapError as exc:  # a monitor's section holds a bad value
+        findings.append(Finding(False, str(exc)))
+        per = {}
+    findings += list(check_state_dir(settings))
+    latest = _latest_runs(settings)
+    monitors = sorted(set(per) | set(latest))
+    schedules = {slug: run.schedule for slug, run in latest.items() if run.schedule}
+    schedules.update(per_monitor(per, "schedule"))
+    findings += list(check_idlemon(settings, monitors, schedules, per_monitor(per, "interval")))
+    findings += list(check_promonitor(settings, per_monitor(per, "promonitor")))
+    findings += list(check_monitor_problems(settings, per))
+    findings += list(check_lock(settings, per_monitor(per, "lock"), schedules))
+    return findings
+
+
+def _latest_runs(settings: Settings) -> dict:
+    from jobwrap.store.history import open_history
+
+    try:
+        history = open_history(settings.state_dir)
+    except JobwrapError:
+        return {}
+    with history:
+        return history.latest_by_monitor()
 
 _FIX = {
     IDLEMON: "fix JOBWRAP_IDLEMON_TOKEN / _TOKEN_FILE / _URL or [idlemon] in the config file; "
@@ -133,8 +165,8 @@ def _minutes(value: float) -> str:
 
 def check_promonitor(resolved: Settings, links: dict[str, str]) -> Iterator[Finding]:
     """The ProMonitor key (one request, within the budget) and every linked monitor id."""
-    from jobwrap.commands import promonitor_monitors
     from jobwrap.promonitor.client import check_key_format
+    from jobwrap.status import promonitor_monitors
 
     token = resolved.promonitor_token
     if resolved.problem(PROMONITOR):

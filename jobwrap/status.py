@@ -1,5 +1,7 @@
 """``jobwrap status``: Idlemon's view of the project's monitors next to the local history.
 
+The core: :func:`gather` returns a :class:`StatusReport`; ``views`` renders it.
+
 Idlemon's ``interval`` has no documented unit; its own example only makes sense in minutes,
 so it is shown as minutes, and a monitor section's ``interval`` (minutes) overrides it.
 """
@@ -8,10 +10,12 @@ from __future__ import annotations
 
 import statistics
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime
+from datetime import datetime
 
-from jobwrap.store.history import History, RunRecord
-from jobwrap.views import duration, local_time, outcome, table
+from jobwrap.config.monitors import monitor_settings, per_monitor
+from jobwrap.config.settings import IDLEMON, PROMONITOR, Settings
+from jobwrap.errors import ApiError, JobwrapError
+from jobwrap.store.history import History, RunRecord, open_history
 
 
 @dataclass(frozen=True)
@@ -113,62 +117,90 @@ def _row(slug, history, latest, backlog, intervals, remote) -> MonitorRow:
     )
 
 
-def relative(moment: datetime | None, now: datetime | None = None) -> str:
-    if moment is None:
-        return "never"
-    seconds = int(((now or datetime.now(UTC)) - moment).total_seconds())
-    if seconds < 0:
-        return "just now"
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
-        if seconds >= size:
-            return f"{seconds // size}{unit} ago"
-    return f"{seconds}s ago"
+@dataclass(frozen=True)
+class StatusReport:
+    """What ``status`` found: the project's name, a row per monitor, ProMonitor's monitors."""
+
+    project: str | None
+    rows: list[MonitorRow]
+    promonitor: list | None  # PmMonitor records, None when not configured or unavailable
+    problems: list[str]
 
 
-def _num(value: float | None, unit: str = "") -> str:
-    if value is None:
-        return "-"
-    return f"{value:g}{unit}"
+def gather(settings: Settings) -> StatusReport:
+    """Idlemon's project (when it can be read), the local history and ProMonitor, joined."""
+    project, problem = _project(settings)
+    per = monitor_settings(settings)
+    try:
+        history: History | None = open_history(settings.state_dir)
+    except JobwrapError as exc:
+        history = None
+        problem = (problem + "; " if problem else "") + str(exc)
+    try:
+        rows = build_rows(project, history, per_monitor(per, "interval"))
+    finally:
+        if history is not None:
+            history.close()
+    pm_monitors, pm_problem = promonitor_monitors(settings)
+    rows = link_dependencies(rows, pm_monitors, per_monitor(per, "promonitor"))
+    return StatusReport(project.name if project else None, rows, pm_monitors,
+                        [p for p in (problem, pm_problem) if p])
 
 
-def render_table(rows: list[MonitorRow], now: datetime | None = None) -> str:
-    if not rows:
-        return "nothing to show yet: no monitors read and no local runs\n"
-    headers = ["MONITOR", "STATE", "EVERY", "AVG", "AVG DUR", "LAST CONTACT", "LAST RUN",
-               "RESULT", "PENDING", "LOCAL MED/P95"]
-    if any(r.dependency for r in rows):
-        headers.append("DEPENDENCY")
-    lines = []
-    for r in rows:
-        if r.in_project is None:
-            state = "-"
-        elif not r.in_project:
-            state = "not in project"
-        else:
-            state = "IDLE" if r.is_idle else "active"
-        med = "-" if r.median_s is None else f"{r.median_s:.1f}s/{r.p95_s:.1f}s"
-        if r.unusual_duration:
-            med += " (!)"
-        line = [
-            r.slug, state, _num(r.interval_min, "m"), _num(r.interval_avg_min, "m"),
-            _num(r.duration_avg_s, "s"), relative(r.last_contact, now) if r.in_project else "-",
-            local_time(r.last_run.started_at) if r.last_run else "-",
-            _result(r.last_run), _pending(r), med,
-        ]
-        if len(headers) > len(line):
-            line.append(r.dependency or "-")
-        lines.append(line)
-    return table(headers, lines)
+def _project(settings: Settings):
+    """(the Idlemon project or None, why not or None)."""
+    if settings.problem(IDLEMON):
+        return None, f"Idlemon: {settings.problem(IDLEMON)}: showing local runs only"
+    if not settings.idlemon_token:
+        return None, "no Idlemon token: showing local runs only"
+    if not settings.idlemon_project:
+        return None, ("no Idlemon project (--project or JOBWRAP_IDLEMON_PROJECT): "
+                      "local runs only")
+    from jobwrap.idlemon.client import IdlemonClient
+
+    try:
+        with IdlemonClient(settings.idlemon_url, settings.idlemon_token) as client:
+            return client.get_project(settings.idlemon_project, timeout=15), None
+    except ApiError as exc:
+        return None, f"Idlemon: {exc}"
 
 
-def _result(run: RunRecord | None) -> str:
-    if run is None:
-        return "-"
-    return f"{outcome(run)} {duration(run)}"
+def promonitor_monitors(settings: Settings):
+    """(monitors, None) or (None, why not); None, None when ProMonitor is not configured."""
+    token = settings.promonitor_token
+    if settings.problem(PROMONITOR):
+        return None, settings.problem(PROMONITOR)
+    if not token:
+        return None, None
+    from jobwrap.promonitor.cache import open_pmcache
+    from jobwrap.promonitor.client import ProMonitorClient
+    from jobwrap.promonitor.crosscheck import CrossCheck, Unavailable
+
+    try:
+        cache = open_pmcache(settings.state_dir, token,
+                             requests_per_minute=settings.promonitor_rpm)
+    except JobwrapError as exc:
+        return None, str(exc)
+    check = CrossCheck(lambda: ProMonitorClient(settings.promonitor_url, token), cache)
+    answer = check.list_monitors()
+    if isinstance(answer, Unavailable):
+        return None, answer.message
+    return answer, None
 
 
-def _pending(r: MonitorRow) -> str:
-    text = str(r.pending)
-    if r.refused:
-        text += f" (+{r.refused} refused)"
-    return text
+def link_dependencies(rows: list[MonitorRow], pm_monitors, links: dict[str, str]):
+    """Each row with its linked ProMonitor monitor's state, where the monitor has one."""
+    by_id = {m.id: m for m in pm_monitors or ()}
+    linked = []
+    for row in rows:
+        pm_id = links.get(row.slug)
+        if pm_id:
+            m = by_id.get(pm_id)
+            text = f"{m.name}: {pm_state(m)}" if m else f"{pm_id[:8]}…: unknown"
+            row = replace(row, dependency=text)
+        linked.append(row)
+    return linked
+
+
+def pm_state(monitor) -> str:
+    return "paused" if monitor.is_paused else monitor.status

@@ -1,11 +1,18 @@
-"""Text and JSON renderings of history records for ``history`` and ``show``.  Pure functions."""
+"""Every rendering of the commands' data as text or JSON.  Pure functions: cores return data,
+only these turn it into what the CLI prints."""
 
 from __future__ import annotations
 
 import json
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 from jobwrap.store.history import RunRecord
+
+if TYPE_CHECKING:
+    from jobwrap.doctor import Finding
+    from jobwrap.idlemon.flush import FlushSummary
+    from jobwrap.status import MonitorRow, StatusReport
 
 
 def history_json(records: list[RunRecord]) -> str:
@@ -181,3 +188,109 @@ def config_table(rows: list) -> str:
         f"{r.problem + ' (ignored)' if r.problem else r.source}\n"
         for r in rows
     )
+
+
+# -- status -----------------------------------------------------------------------------------
+
+def status_text(report: StatusReport) -> str:
+    from jobwrap.status import pm_state
+
+    text = f"project {report.project}\n" if report.project else ""
+    text += status_table(report.rows)
+    if report.promonitor:
+        rows = [[m.name, m.kind, pm_state(m), f"{m.interval_seconds}s", m.url, m.id]
+                for m in report.promonitor]
+        text += "\nProMonitor\n" + table(["NAME", "KIND", "STATUS", "EVERY", "URL", "ID"], rows)
+    return text + "".join(f"jobwrap: {p}\n" for p in report.problems)
+
+
+def status_json(report: StatusReport) -> str:
+    data = {"project": report.project, "problems": report.problems,
+            "monitors": [r.to_json() for r in report.rows],
+            "promonitor": [m.to_json() for m in report.promonitor or ()]}
+    return json.dumps(data, indent=2) + "\n"
+
+
+def relative(moment: datetime | None, now: datetime | None = None) -> str:
+    if moment is None:
+        return "never"
+    seconds = int(((now or datetime.now(UTC)) - moment).total_seconds())
+    if seconds < 0:
+        return "just now"
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds // size}{unit} ago"
+    return f"{seconds}s ago"
+
+
+def _num(value: float | None, unit: str = "") -> str:
+    if value is None:
+        return "-"
+    return f"{value:g}{unit}"
+
+
+def status_table(rows: list[MonitorRow], now: datetime | None = None) -> str:
+    if not rows:
+        return "nothing to show yet: no monitors read and no local runs\n"
+    headers = ["MONITOR", "STATE", "EVERY", "AVG", "AVG DUR", "LAST CONTACT", "LAST RUN",
+               "RESULT", "PENDING", "LOCAL MED/P95"]
+    if any(r.dependency for r in rows):
+        headers.append("DEPENDENCY")
+    lines = []
+    for r in rows:
+        if r.in_project is None:
+            state = "-"
+        elif not r.in_project:
+            state = "not in project"
+        else:
+            state = "IDLE" if r.is_idle else "active"
+        med = "-" if r.median_s is None else f"{r.median_s:.1f}s/{r.p95_s:.1f}s"
+        if r.unusual_duration:
+            med += " (!)"
+        line = [
+            r.slug, state, _num(r.interval_min, "m"), _num(r.interval_avg_min, "m"),
+            _num(r.duration_avg_s, "s"), relative(r.last_contact, now) if r.in_project else "-",
+            local_time(r.last_run.started_at) if r.last_run else "-",
+            _last_result(r.last_run), _pending(r), med,
+        ]
+        if len(headers) > len(line):
+            line.append(r.dependency or "-")
+        lines.append(line)
+    return table(headers, lines)
+
+
+def _last_result(run: RunRecord | None) -> str:
+    if run is None:
+        return "-"
+    return f"{outcome(run)} {duration(run)}"
+
+
+def _pending(r: MonitorRow) -> str:
+    text = str(r.pending)
+    if r.refused:
+        text += f" (+{r.refused} refused)"
+    return text
+
+
+# -- flush and doctor -------------------------------------------------------------------------
+
+def flush_text(summary: FlushSummary) -> str:
+    d, held = summary.outcome.delivery, summary.outcome.held
+    lines = [f"delivered {len(d.sent)}, refused {len(d.refused)}, still pending "
+             f"{len(d.pending)}, held back {len(held)}"]
+    lines += [f"skipped malformed run {run_id[:8]}: {problem}"
+              for run_id, problem in summary.bad_rows]
+    lines += [f"refused {run_id[:8]}: {reason}" for run_id, reason in d.refused]
+    if d.pending:
+        lines.append(f"pending: {d.pending[-1][1]}")
+    for rec in held:
+        lines.append(f"held back {rec.run_id[:8]} ({rec.monitor}): its latest run failed; "
+                     "sending an older report would make it look active (--force sends it)")
+    if summary.elsewhere > 0:
+        lines.append(f"{summary.elsewhere} more pending: being delivered by another jobwrap "
+                     "process")
+    return "\n".join(lines) + "\n"
+
+
+def doctor_text(findings: list[Finding]) -> str:
+    return "".join(f.line() + "\n" for f in findings)

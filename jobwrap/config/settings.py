@@ -31,6 +31,7 @@ SLUG_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}\Z")
 _DURATION_RE = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
 _UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
 REPORT_POLICIES = ("success", "always", "never")
+OUTPUT_MODES = ("live", "on-failure")
 
 
 def parse_duration(text: object, what: str = "duration") -> float:
@@ -76,6 +77,13 @@ def parse_policy(text: object, what: str = "report policy") -> str:
     raw = str(text).strip().lower()
     if raw not in REPORT_POLICIES:
         raise UsageError(f"bad {what} {text!r}: choose success, always or never")
+    return raw
+
+
+def parse_output_mode(text: object, what: str = "output") -> str:
+    raw = str(text).strip().lower().replace("_", "-")
+    if raw not in OUTPUT_MODES:
+        raise UsageError(f"bad {what} {text!r}: choose live or on-failure")
     return raw
 
 
@@ -176,6 +184,13 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("promonitor", None, None, None, _text, per_monitor=True),
     Setting("require_up", None, None, None, _require_up, per_monitor=True),
     Setting("skipped_exit", None, ("run", "skipped_exit"), 75, _exit_code, per_monitor=True),
+    Setting("on_failure", None, ("run", "on_failure"), None, _text, per_monitor=True),
+    Setting("on_success", None, ("run", "on_success"), None, _text, per_monitor=True),
+    Setting("hook_timeout", None, ("run", "hook_timeout"), 60.0, parse_duration,
+            per_monitor=True),
+    Setting("output", None, ("run", "output"), "live", parse_output_mode, per_monitor=True),
+    Setting("metrics_dir", "JOBWRAP_METRICS_DIR", ("run", "metrics_dir"), None, _path,
+            per_monitor=True),
 )
 
 

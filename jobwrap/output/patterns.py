@@ -37,6 +37,7 @@ RESERVED_NAMES = frozenset(
         "signal", "timed_out", "skipped", "ran_at", "delayed_s", "schedule",
         "promonitor_status", "promonitor_response_ms", "promonitor_down_since",
         "systemd_unit", "ci", "ci_job_url", "commit",
+        "hook", "hook_status", "hook_duration_ms",
     }
 )
 

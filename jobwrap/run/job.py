@@ -23,6 +23,7 @@ from jobwrap.idlemon.report import BACKLOG_PER_RUN, LEASE_MARGIN_S, ReportSettin
 from jobwrap.output.patterns import Kind, PatternSpec, check_unique, parse_pattern_spec
 from jobwrap.process.spawn import RunResult, RunSpec, new_run_id, run_command
 from jobwrap.process.tree import signal_name
+from jobwrap.run.hooks import HookSettings
 from jobwrap.store.history import History, RunRecord, open_history
 
 if TYPE_CHECKING:  # imported only when --promonitor is used
@@ -54,6 +55,9 @@ class RunSettings:
     skipped_exit: int = ExitStatus.TEMPFAIL
     lock: str | None = None  # the lock's name; None: runs may overlap
     lock_wait_s: float | None = None
+    hooks: HookSettings = HookSettings()  # --on-failure / --on-success
+    output: str = "live"  # live | on-failure (held, written out only if the run fails)
+    metrics_dir: Path | None = None
 
     @property
     def job(self) -> str:
@@ -103,6 +107,10 @@ def build_run_settings(
         skipped_exit=resolved["skipped_exit"],
         lock=_lock_name(resolved["lock"], resolved["monitor"], argv, resolved["lock_wait"]),
         lock_wait_s=resolved["lock_wait"],
+        hooks=HookSettings(resolved["on_failure"] or None, resolved["on_success"] or None,
+                           resolved["hook_timeout"]),
+        output=resolved["output"],
+        metrics_dir=resolved["metrics_dir"],
     )
 
 
@@ -213,10 +221,32 @@ def run_job(settings: RunSettings, warn: Warn = warn_stderr) -> int:
     """Run the command, record the run, report it, write the summary; return the exit status."""
     with _SignalGuard() as guard:
         try:
-            return _run_guarded(settings, guard, warn).exit_code
+            record = _run_guarded(settings, guard, warn)
         except _Stopped as stop:  # a signal before the command started: it never will
             warn(f"stopped by {signal_name(stop.args[0])} before the command started")
             return ExitStatus.SIGNAL_BASE + stop.args[0]
+        guard.after_child = True  # from here a signal stops the hook, never the record
+        _tell(settings, record, guard, warn)
+        return record.exit_code
+
+
+def _tell(settings: RunSettings, record: RunRecord, guard: _SignalGuard, warn: Warn) -> None:
+    """After the run is recorded: the metrics textfile, then the hook.  Contained."""
+    try:
+        if settings.metrics_dir is not None:
+            from jobwrap.run.metrics import write_metrics
+
+            write_metrics(settings.metrics_dir, settings.job, settings.state_dir, warn,
+                          running=False, fallback=record)
+        if settings.hooks.chosen(record) is not None:
+            from jobwrap.run.hooks import record_hook, run_hook
+
+            outcome = run_hook(settings.hooks, record, warn, stop=lambda: guard.stopping)
+            if outcome is not None:
+                record_hook(settings.state_dir, record.run_id, outcome, warn)
+    except Exception as exc:  # a bug here must not cost the job its exit status
+        warn(f"warning: internal error after the run ({type(exc).__name__}); "
+             "its exit status is unaffected")
 
 
 def _run_guarded(settings: RunSettings, guard: _SignalGuard, warn: Warn) -> RunRecord:
@@ -264,6 +294,11 @@ def _run_locked(settings: RunSettings, held, guard: _SignalGuard, warn: Warn) ->
     if dependency is not None:
         dependency.start()
     guard.after_child = True  # the runner forwards signals while the child runs
+    if settings.metrics_dir is not None:
+        from jobwrap.run.metrics import write_metrics
+
+        write_metrics(settings.metrics_dir, settings.job, settings.state_dir, warn, running=True)
+    holder = _hold_output(settings, warn)
     result = run_command(
         RunSpec(
             argv=settings.argv,
@@ -273,12 +308,24 @@ def _run_locked(settings: RunSettings, held, guard: _SignalGuard, warn: Warn) ->
             capture=settings.capture,
             # The child inherits the lock: it is held as long as the job's tree lives.
             pass_fds=(held.fd,) if held is not None else (),
+            sink=holder.write if holder is not None else None,
         )
     )
+    if holder is not None:
+        holder.finish(failed=result.exit_status != 0)
     if result.spawn_error:
         warn(result.spawn_error)
     record = make_record(settings, result, _context_metas(dependency, result, warn))
     return finish_run(settings, record, warn, guard)
+
+
+def _hold_output(settings: RunSettings, warn: Warn):
+    """``--output on-failure``: the sink that holds the output (None: live, or it cannot)."""
+    if settings.output != "on-failure":
+        return None
+    from jobwrap.process.hold import hold_output
+
+    return hold_output(settings.state_dir, warn)
 
 
 def _context_metas(dependency, result: RunResult, warn: Warn) -> list[tuple[str, str]]:

@@ -160,3 +160,25 @@ def test_a_skipped_run_runs_no_hook(tmp_path, state_dir):
         held.release()
     assert result.returncode == 75
     assert not marker.exists()
+
+
+def test_a_stop_signal_during_the_hook_kills_it_and_jobwrap_exits_with_the_runs_status(tmp_path):
+    import signal
+    import subprocess
+
+    from tests.helpers import JOBWRAP
+
+    started = tmp_path / "started"
+    hook = f"echo $$ > {started}; sleep 600"
+    proc = subprocess.Popen([*JOBWRAP, "run", "--on-failure", hook, "--", *py(FAIL)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 20
+    while not (started.exists() and started.read_text().endswith("\n")):
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=10)
+    assert proc.returncode == 3
+    assert _gone(int(started.read_text()))
+    assert _metas(_last_run())["hook_status"] == "stopped"
+    assert b"on-failure hook stopped" in err

@@ -182,3 +182,19 @@ def test_a_stop_signal_during_the_hook_kills_it_and_jobwrap_exits_with_the_runs_
     assert _gone(int(started.read_text()))
     assert _metas(_last_run())["hook_status"] == "stopped"
     assert b"on-failure hook stopped" in err
+
+
+def test_the_hooks_stdin_says_how_many_lines_were_left_out_and_meta_names_become_env_names():
+    from jobwrap.run.hooks import hook_environment, hook_input
+    from jobwrap.store.history import RunRecord
+
+    record = RunRecord(run_id="r", job="j", monitor=None, command="c", host="h",
+                       started_at="2026-01-01T00:00:00+00:00", duration_ms=5, exit_code=1,
+                       metas=(("db.rows-done", "4\0"),), output_head=b"a\nb\n",
+                       output_tail=b"y\nz", output_omitted_lines=10)
+    assert hook_input(record) == b"a\nb\n[... 10 lines omitted ...]\ny\nz"
+    env = hook_environment(record, {"JOBWRAP_META_OLD": "x", "JOBWRAP_SIGNAL": "SIGHUP",
+                                    "JOBWRAP_IDLEMON_TOKEN_FILE": "/run/secret", "PATH": "/bin"})
+    assert env["JOBWRAP_META_DB_ROWS_DONE"] == "4"
+    assert "JOBWRAP_META_OLD" not in env and "JOBWRAP_SIGNAL" not in env
+    assert "JOBWRAP_IDLEMON_TOKEN_FILE" not in env and env["PATH"] == "/bin"

@@ -146,3 +146,25 @@ def test_the_example_alert_rule_and_node_exporter_setup_are_valid():
     assert any("--metrics-dir" in argv for argv in commands)
     for argv in commands:
         check_invocation(argv)
+
+
+def test_a_run_skipped_by_the_lock_leaves_the_running_gauge_of_the_run_in_progress(tmp_path):
+    metrics = tmp_path / "metrics"
+    metrics.mkdir()
+    ready = tmp_path / "ready"
+    code = f"import sys; open({str(ready)!r}, 'w').write('x'); sys.stdin.read()"
+    base = [*JOBWRAP, "run", "-m", "long", "--lock", "--metrics-dir", str(metrics), "--"]
+    proc = subprocess.Popen([*base, *py(code)], stdin=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 20
+        while not ready.exists() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        skipped = subprocess.run([*base, "true"], capture_output=True, timeout=60)
+        assert skipped.returncode == 75
+        samples = _samples(metrics / "jobwrap_long.prom")
+        job = (("job", "long"),)
+        assert samples[("jobwrap_running", job)] == 1
+        assert samples[("jobwrap_runs_total", (*job, ("result", "skipped")))] == 1
+    finally:
+        proc.communicate(timeout=30)
+    assert _samples(metrics / "jobwrap_long.prom")[("jobwrap_running", job)] == 0

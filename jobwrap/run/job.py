@@ -237,7 +237,7 @@ def _tell(settings: RunSettings, record: RunRecord, guard: _SignalGuard, warn: W
             from jobwrap.run.metrics import write_metrics
 
             write_metrics(settings.metrics_dir, settings.job, settings.state_dir, warn,
-                          running=False, fallback=record)
+                          running=None if record.skipped else False, fallback=record)
         if settings.hooks.chosen(record) is not None:
             from jobwrap.run.hooks import record_hook, run_hook
 

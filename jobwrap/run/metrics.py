@@ -43,8 +43,15 @@ def textfile_name(job: str) -> str:
 
 
 def write_metrics(metrics_dir: Path, job: str, state_dir: Path, warn: Warn, *,
-                  running: bool, fallback: RunRecord | None = None) -> None:
-    """(Re)write the job's textfile from the history; a failure is a warning, never more."""
+                  running: bool | None, fallback: RunRecord | None = None) -> None:
+    """(Re)write the job's textfile from the history; a failure is a warning, never more.
+
+    ``running`` None keeps the file's own ``jobwrap_running``: a run skipped because the
+    previous one still holds the lock must not say that nothing runs.
+    """
+    path = metrics_dir / textfile_name(job)
+    if running is None:
+        running = _was_running(path)
     counts: dict[str, int] | None = None
     last = last_ok = None
     try:
@@ -62,7 +69,7 @@ def write_metrics(metrics_dir: Path, job: str, state_dir: Path, warn: Warn, *,
         last_ok = fallback if fallback.exit_code == 0 else None
     text = render(job, running=running, counts=counts, last=last, last_ok=last_ok)
     try:
-        _write_atomically(metrics_dir / textfile_name(job), text)
+        _write_atomically(path, text)
     except OSError as exc:
         if metrics_dir not in _warned:
             _warned.add(metrics_dir)
@@ -103,6 +110,14 @@ def render(job: str, *, running: bool, counts: dict[str, int] | None,
                "The job's runs in the local history (kept 90 days), by result.",
                [(f'{label},result="{r}"', counts.get(r, 0)) for r in RESULTS])
     return "".join(out)
+
+
+def _was_running(path: Path) -> bool:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return False
+    return re.search(r"^jobwrap_running\{.*\} 1$", text, re.MULTILINE) is not None
 
 
 def _ended(record: RunRecord) -> float:

@@ -155,3 +155,27 @@ def test_a_run_killed_while_holding_output_leaves_no_temp_file(tmp_path, state_d
     result = jobwrap("run", "--output", "on-failure", "--", "true")
     assert result.returncode == 0
     assert _leftovers(state_dir) == [mine.name]
+
+
+def test_a_full_disk_while_holding_passes_the_output_through_in_order(tmp_path):
+    # RLIMIT_FSIZE makes the held file "full" after 1,000 bytes (EFBIG, SIGXFSZ ignored).
+    code = f"""
+import os, resource, signal, sys
+from pathlib import Path
+from jobwrap.process.hold import hold_output
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+resource.setrlimit(resource.RLIMIT_FSIZE, (1000, resource.RLIM_INFINITY))
+warnings = []
+held = hold_output(Path({str(tmp_path)!r}), warnings.append)
+for i in range(10):
+    held.write(1 + i % 2, b'chunk %d ' % i + b'x' * 290 + b'\\n')
+held.finish(failed=False)
+os.write(2, repr(warnings).encode())
+"""
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, timeout=60,
+                            env=dict(os.environ, PYTHONPATH=str(Path(__file__).parent.parent)))
+    assert result.returncode == 0, result.stderr
+    chunks = [b"chunk %d " % i + b"x" * 290 + b"\n" for i in range(10)]
+    assert result.stdout == b"".join(chunks[0::2])
+    assert result.stderr.startswith(b"".join(chunks[1::2]))
+    assert b"cannot hold the output" in result.stderr

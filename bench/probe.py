@@ -15,6 +15,11 @@ the last reap, so this script's own start-up is not counted.
 Prints one line: ``WALL_S MAXRSS_KIB CPU_S STATUS [STATUS]...``: the last stage's peak RSS, the
 CPU time (user + system) of the whole pipeline, children each stage waited for included, then
 every stage's exit code.
+
+The probe is a child subreaper, so a process a stage detaches (jobwrap's pattern sidecar, which
+is forked twice to leave jobwrap's process tree) is re-parented to it and reaped here: its CPU
+time is counted, and its peak RSS competes with the last stage's for MAXRSS_KIB.  The clock
+stops at the last stage's exit, not at a detached process's.
 """
 
 import os
@@ -38,8 +43,18 @@ def split_stages(argv: list[str]) -> list[list[str]]:
     return stages
 
 
+def adopt_orphans() -> None:
+    try:
+        import ctypes
+
+        ctypes.CDLL(None).prctl(36, 1, 0, 0, 0)  # PR_SET_CHILD_SUBREAPER
+    except (ImportError, OSError, AttributeError):
+        pass  # not Linux: detached processes go uncounted
+
+
 def main() -> None:
     stages = split_stages(sys.argv[1:])
+    adopt_orphans()
     null_in = os.open(os.devnull, os.O_RDONLY)
     null_out = os.open(os.devnull, os.O_WRONLY)
     t0 = time.perf_counter()
@@ -61,8 +76,18 @@ def main() -> None:
             statuses[pid] = os.waitstatus_to_exitcode(status)
             cpu += usage.ru_utime + usage.ru_stime
             if pid == pids[-1]:
-                maxrss = usage.ru_maxrss
+                maxrss = max(maxrss, usage.ru_maxrss)
+        else:  # a detached descendant
+            cpu += usage.ru_utime + usage.ru_stime
+            maxrss = max(maxrss, usage.ru_maxrss)
     wall = time.perf_counter() - t0
+    while True:  # detached descendants still running (a sidecar answers just before it exits)
+        try:
+            _pid, _status, usage = os.wait4(-1, 0)
+        except ChildProcessError:
+            break
+        cpu += usage.ru_utime + usage.ru_stime
+        maxrss = max(maxrss, usage.ru_maxrss)
     codes = " ".join(str(statuses[p]) for p in pids)
     sys.stdout.write(f"{wall:.6f} {maxrss} {cpu:.6f} {codes}\n")
 

@@ -8,11 +8,15 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from jobwrap import __version__
 from jobwrap.errors import ExitStatus, JobwrapError
+
+if TYPE_CHECKING:
+    from jobwrap.config.settings import Settings
 
 EXIT_STATUS_HELP = """\b
 Exit status of `jobwrap run`:
@@ -49,7 +53,7 @@ class Duration(click.ParamType):
     name = "DURATION"
 
     def convert(self, value, param, ctx):
-        from jobwrap.config.settings import parse_duration
+        from jobwrap.config.values import parse_duration
 
         try:
             return parse_duration(value, f"--{param.name.replace('_', '-')}" if param else "")
@@ -94,6 +98,14 @@ def cli() -> None:
               help="Skip this run while a previous run of the job (or NAME) still runs.")
 @click.option("--lock-wait", type=Duration(),
               help="With --lock: wait this long for the previous run before skipping.")
+@click.option("--lock-url", metavar="URL",
+              help="Share --lock across hosts in this Redis (redis://HOST[:PORT][/DB]) "
+                   "[env JOBWRAP_LOCK_URL].")
+@click.option("--lock-lease", type=Duration(),
+              help="With --lock-url: the lease, renewed while the job runs (30s).")
+@click.option("--lock-unavailable", type=click.Choice(["skip", "run"]),
+              help="With --lock-url, when Redis cannot be asked: skip the run (default) or "
+                   "run it unlocked.")
 @click.option(
     "--report",
     type=click.Choice(["success", "always", "never"]),
@@ -110,6 +122,9 @@ def cli() -> None:
                    "(strict: nor when ProMonitor cannot be asked).")
 @click.option("--skipped-exit", type=click.IntRange(0, 255), metavar="N",
               help="Exit status of a run that was skipped (default 75, EX_TEMPFAIL).")
+@click.option("--keep-secrets-env/--no-keep-secrets-env", default=None,
+              help="Let the command see jobwrap's tokens in its environment (removed by "
+                   "default; for a job that itself calls jobwrap).")
 @click.option("--output", type=click.Choice(["live", "on-failure"]),
               help="live (default), or on-failure: hold the output, show it only if the run "
                    "fails (cron mails only failures).")
@@ -129,25 +144,26 @@ def cli() -> None:
 def run(command, metas, counts, summary_json, dry_run, **flags) -> int:
     from jobwrap.run.job import build_run_settings, run_job
 
-    resolved = _resolve(flags)
-    settings = build_run_settings(resolved, tuple(command), metas, counts, summary_json, dry_run)
-    return run_job(settings)
+    settings = _resolve(flags)
+    run_settings = build_run_settings(settings, tuple(command), metas, counts, summary_json,
+                                      dry_run)
+    return run_job(run_settings)
 
 
-def _resolve(flags: dict):
+def _resolve(flags: dict) -> Settings:
     """Settings with flags applied; config warnings (e.g. a readable token file) on stderr."""
     from jobwrap.config.settings import resolve
-    from jobwrap.run.job import warn_stderr
 
-    resolved = resolve({k: v for k, v in flags.items() if v is not None})
-    for warning in resolved.warnings:
-        warn_stderr(f"warning: {warning}")
-    return resolved
+    settings = resolve({k: v for k, v in flags.items() if v is not None})
+    for warning in settings.warnings:
+        click.echo(f"jobwrap: warning: {warning}", err=True)
+    return settings
 
 
 @cli.command()
 @click.option("-m", "--monitor", metavar="SLUG", help="Only this monitor's runs.")
-@click.option("-n", "--limit", type=click.IntRange(min=1), default=20, show_default=True)
+@click.option("-n", "--limit", type=click.IntRange(min=1, max=10**9, clamp=True), default=20,
+              show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="A JSON array, for scripts.")
 def history(monitor, limit, as_json) -> int:
     """Show recent runs, newest first."""
@@ -185,10 +201,11 @@ def config_cmd(monitor, as_json) -> int:
     Precedence: flag > environment > user file > system file > default;
     in the files, [monitors.SLUG] beats the general sections.
     """
-    from jobwrap.config import settings as config
+    from jobwrap import views
+    from jobwrap.config.settings import describe
 
-    resolved = _resolve({"monitor": monitor})
-    click.echo(config.describe(resolved, as_json), nl=False)
+    rows = describe(_resolve({"monitor": monitor}))
+    click.echo(views.config_json(rows) if as_json else views.config_table(rows), nl=False)
     return ExitStatus.OK
 
 
@@ -244,24 +261,27 @@ def doctor() -> int:
 @click.option("-n", "count", type=click.IntRange(1, 1000), default=5, show_default=True,
               help="How many fire times.")
 @click.option("--tz", metavar="ZONE", help="Time zone (default: local; or CRON_TZ=… prefix).")
-def next_cmd(expression, count, tz) -> int:
+@click.option("--from", "start", metavar="ISO8601",
+              help="Start from this time instead of now (e.g. 2024-03-31T01:00; "
+                   "without an offset: in the schedule's zone).")
+def next_cmd(expression, count, tz, start) -> int:
     """Print the next fire times of a cron expression (handy when writing crontabs).
 
     \b
     Examples:
       jobwrap next '*/15 9-17 * * 1-5'
-      jobwrap next 'CRON_TZ=Europe/Paris 0 3 * * *' -n 3
+      jobwrap next 'CRON_TZ=Europe/Paris 30 2 * * *' --from 2024-03-30T12:00 -n 3
     """
-    from jobwrap.schedule import parse_schedule
+    from jobwrap.schedule import parse_schedule, parse_start
 
     schedule = parse_schedule(expression, tz)
-    for moment in schedule.next_times(count):
-        click.echo(moment.isoformat(sep=" "))
+    for moment in schedule.next_times(count, parse_start(start, schedule) if start else None):
+        click.echo(f"{moment.isoformat(sep=' ')} {moment:%a}")
     return ExitStatus.OK
 
 
 @cli.command("cron")
-@click.argument("crontab", type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("crontab", type=click.Path(dir_okay=False, allow_dash=True, path_type=Path))
 @click.option("--check", "check_only", is_flag=True,
               help="Validate the file and print each job's next run; exit 0 or 1.")
 @click.option("--log-format", type=click.Choice(["text", "json"]), default="text",
@@ -269,6 +289,8 @@ def next_cmd(expression, count, tz) -> int:
 @click.option("--grace", type=Duration(), help="On SIGTERM, wait this long for running jobs (30s).")
 def cron(crontab, check_only, log_format, grace) -> int:
     """Run a crontab in the foreground (containers, systemd), every line through `jobwrap run`.
+
+    CRONTAB `-` reads the crontab from stdin.
 
     \b
     Examples:
@@ -278,7 +300,32 @@ def cron(crontab, check_only, log_format, grace) -> int:
     from jobwrap.cron.supervisor import DEFAULT_GRACE_S, run_cron
 
     return run_cron(crontab, check_only=check_only, log_format=log_format,
-                    grace_s=DEFAULT_GRACE_S if grace is None else grace)
+                    grace_s=DEFAULT_GRACE_S if grace is None else grace,
+                    validate_run=_run_line_problem)
+
+
+def _run_line_problem(arguments, env) -> str | None:
+    """Why a crontab's `jobwrap run ARGUMENTS` line would fail at every fire, or None.
+
+    The real `run` parser and settings, with the line's environment; nothing runs.
+    """
+    from jobwrap.config.settings import resolve
+    from jobwrap.run.job import build_run_settings
+
+    try:
+        ctx = run.make_context("run", list(arguments), resilient_parsing=False)
+        params = dict(ctx.params)
+        command, metas, counts = params.pop("command"), params.pop("metas"), params.pop("counts")
+        summary_json, dry_run = params.pop("summary_json"), params.pop("dry_run")
+        resolved = resolve({k: v for k, v in params.items() if v is not None}, env)
+        build_run_settings(resolved, tuple(command), metas, counts, summary_json, dry_run)
+    except click.exceptions.Exit:
+        return "--help or --version is not a job"
+    except click.ClickException as exc:
+        return exc.format_message()
+    except JobwrapError as exc:
+        return str(exc)
+    return None
 
 
 class _history:
@@ -288,7 +335,7 @@ class _history:
         from jobwrap.config.settings import resolve
         from jobwrap.store.history import open_history
 
-        self.store = open_history(resolve({})["state_dir"])
+        self.store = open_history(resolve({}).state_dir)
         return self.store
 
     def __exit__(self, *exc) -> None:

@@ -4,36 +4,41 @@ from __future__ import annotations
 
 import json
 
-from jobwrap.config.settings import Resolved, configured_monitors, resolve
+from jobwrap.config.settings import IDLEMON, PROMONITOR, Settings
 from jobwrap.errors import ApiError, ConfigError, ExitStatus, JobwrapError
 from jobwrap.idlemon.report import ReportSettings
 from jobwrap.store.history import open_history
 
 
-def _report_settings_for(slug: str) -> ReportSettings:
-    resolved = resolve({"monitor": slug} if slug else {})
-    return ReportSettings(base_url=resolved["idlemon_url"], token=resolved["idlemon_token"])
+def _report_settings_for(settings: Settings, slug: str) -> ReportSettings:
+    """A monitor's Idlemon settings, from the files already read; no token if unusable."""
+    each = settings.for_monitor(slug) if slug else settings
+    if each.problem(IDLEMON):
+        raise ConfigError(f"cannot report {slug!r}: {each.problem(IDLEMON)}")
+    return ReportSettings(base_url=each.idlemon_url, token=each.idlemon_token)
 
 
-def status(resolved: Resolved, as_json: bool) -> tuple[str, int]:
+def status(resolved: Settings, as_json: bool) -> tuple[str, int]:
     from jobwrap.idlemon.client import IdlemonClient
     from jobwrap.status import build_rows, render_table
 
     project = None
     problem = None
-    if resolved["idlemon_project"] and resolved["idlemon_token"]:
+    if resolved.problem(IDLEMON):
+        problem = f"Idlemon: {resolved.problem(IDLEMON)}: showing local runs only"
+    elif resolved.idlemon_project and resolved.idlemon_token:
         try:
-            with IdlemonClient(resolved["idlemon_url"], resolved["idlemon_token"]) as client:
-                project = client.get_project(resolved["idlemon_project"], timeout=15)
+            with IdlemonClient(resolved.idlemon_url, resolved.idlemon_token) as client:
+                project = client.get_project(resolved.idlemon_project, timeout=15)
         except ApiError as exc:
             problem = f"Idlemon: {exc}"
-    elif not resolved["idlemon_token"]:
+    elif not resolved.idlemon_token:
         problem = "no Idlemon token: showing local runs only"
     else:
         problem = "no Idlemon project (--project or JOBWRAP_IDLEMON_PROJECT): local runs only"
-    per_monitor = _monitor_settings(configured_monitors())
+    per_monitor = _monitor_settings(resolved)
     try:
-        history = open_history(resolved["state_dir"])
+        history = open_history(resolved.state_dir)
     except JobwrapError as exc:
         history = None
         problem = (problem + "; " if problem else "") + str(exc)
@@ -58,9 +63,11 @@ def status(resolved: Resolved, as_json: bool) -> tuple[str, int]:
     return text + "".join(f"jobwrap: {p}\n" for p in problems), code
 
 
-def promonitor_monitors(resolved: Resolved):
+def promonitor_monitors(resolved: Settings):
     """(monitors, None) or (None, why not); None, None when ProMonitor is not configured."""
-    token = resolved["promonitor_token"]
+    token = resolved.promonitor_token
+    if resolved.problem(PROMONITOR):
+        return None, resolved.problem(PROMONITOR)
     if not token:
         return None, None
     from jobwrap.promonitor.cache import open_pmcache
@@ -68,11 +75,11 @@ def promonitor_monitors(resolved: Resolved):
     from jobwrap.promonitor.crosscheck import CrossCheck, Unavailable
 
     try:
-        cache = open_pmcache(resolved["state_dir"], token,
-                             requests_per_minute=resolved["promonitor_rpm"])
+        cache = open_pmcache(resolved.state_dir, token,
+                             requests_per_minute=resolved.promonitor_rpm)
     except JobwrapError as exc:
         return None, str(exc)
-    check = CrossCheck(lambda: ProMonitorClient(resolved["promonitor_url"], token), cache)
+    check = CrossCheck(lambda: ProMonitorClient(resolved.promonitor_url, token), cache)
     answer = check.list_monitors()
     if isinstance(answer, Unavailable):
         return None, answer.message
@@ -106,23 +113,25 @@ def render_promonitor(monitors) -> str:
     return table(["NAME", "KIND", "STATUS", "EVERY", "URL", "ID"], rows)
 
 
-def _monitor_settings(slugs: list[str]) -> dict[str, Resolved]:
-    """Each configured monitor's settings (its section over the general ones), resolved once."""
-    return {slug: resolve({"monitor": slug}) for slug in slugs}
+def _monitor_settings(settings: Settings) -> dict[str, Settings]:
+    """Each configured monitor's settings (its section over the general ones), from the files
+    the command already read."""
+    return {slug: settings.for_monitor(slug) for slug in settings.configured_monitors()}
 
 
-def _per_monitor(settings: dict[str, Resolved], name: str) -> dict:
+def _per_monitor(settings: dict[str, Settings], name: str) -> dict:
     """A setting's value for each monitor, where it is set."""
-    return {slug: each[name] for slug, each in settings.items() if each[name]}
+    return {slug: getattr(each, name) for slug, each in settings.items()
+            if getattr(each, name)}
 
 
-def flush(resolved: Resolved, *, monitor: str | None, budget_s: float,
+def flush(resolved: Settings, *, monitor: str | None, budget_s: float,
           force: bool) -> tuple[str, int]:
     from jobwrap.idlemon.delivery import ClientPool
     from jobwrap.idlemon.delivery import flush as flush_reports
 
-    pool = ClientPool(_report_settings_for)
-    history = open_history(resolved["state_dir"])
+    pool = ClientPool(lambda slug: _report_settings_for(resolved, slug))
+    history = open_history(resolved.state_dir)
     try:
         outcome = flush_reports(history, pool, budget_s=budget_s, monitor=monitor, force=force)
     finally:
@@ -145,9 +154,9 @@ def flush(resolved: Resolved, *, monitor: str | None, budget_s: float,
     return "\n".join(lines) + "\n", ExitStatus.FAILURE if left else ExitStatus.OK
 
 
-def _left_elsewhere(resolved: Resolved, monitor: str | None) -> int:
+def _left_elsewhere(resolved: Settings, monitor: str | None) -> int:
     """Pending and refused reports now (including ones another process holds a claim on)."""
-    history = open_history(resolved["state_dir"])
+    history = open_history(resolved.state_dir)
     try:
         backlog = history.report_backlog()
     finally:
@@ -155,16 +164,24 @@ def _left_elsewhere(resolved: Resolved, monitor: str | None) -> int:
     return sum(n for (slug, _), n in backlog.items() if monitor is None or slug == monitor)
 
 
-def doctor(resolved: Resolved) -> tuple[str, int]:
-    from jobwrap.doctor import Finding, check_idlemon, check_promonitor, check_state_dir, worst
+def doctor(resolved: Settings) -> tuple[str, int]:
+    from jobwrap.doctor import (
+        Finding,
+        check_idlemon,
+        check_lock,
+        check_monitor_problems,
+        check_promonitor,
+        check_state_dir,
+        worst,
+    )
 
     findings: list[Finding] = [Finding(False, w) for w in resolved.warnings]
     try:
-        configured = configured_monitors()
-    except ConfigError as exc:
+        per_monitor = _monitor_settings(resolved)
+    except JobwrapError as exc:  # a monitor's section holds a bad value
         findings.append(Finding(False, str(exc)))
-        configured = []
-    per_monitor = _monitor_settings(configured)
+        per_monitor = {}
+    configured = sorted(per_monitor)
     findings += list(check_state_dir(resolved))
     latest = _latest_runs(resolved)
     monitors = sorted(set(configured) | set(latest))
@@ -173,12 +190,14 @@ def doctor(resolved: Resolved) -> tuple[str, int]:
     findings += list(check_idlemon(resolved, monitors, schedules,
                                    _per_monitor(per_monitor, "interval")))
     findings += list(check_promonitor(resolved, _per_monitor(per_monitor, "promonitor")))
+    findings += list(check_monitor_problems(resolved, per_monitor))
+    findings += list(check_lock(resolved, _per_monitor(per_monitor, "lock"), schedules))
     return "".join(f.line() + "\n" for f in findings), worst(findings)
 
 
-def _latest_runs(resolved: Resolved) -> dict:
+def _latest_runs(resolved: Settings) -> dict:
     try:
-        history = open_history(resolved["state_dir"])
+        history = open_history(resolved.state_dir)
     except JobwrapError:
         return {}
     try:

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from datetime import datetime
 
-from jobwrap.config.settings import Resolved
+from jobwrap.config.settings import IDLEMON, PROMONITOR, Settings
 from jobwrap.errors import ApiError, JobwrapError
 
 
@@ -18,13 +19,20 @@ class Finding:
         return ("ok    " if self.ok else "FAIL  ") + self.text
 
 
-Check = Callable[[Resolved], Iterator[Finding]]
+Check = Callable[[Settings], Iterator[Finding]]
+
+_FIX = {
+    IDLEMON: "fix JOBWRAP_IDLEMON_TOKEN / _TOKEN_FILE / _URL or [idlemon] in the config file; "
+             "runs are recorded meanwhile and `jobwrap flush` sends their reports",
+    PROMONITOR: "fix JOBWRAP_PROMONITOR_TOKEN / _TOKEN_FILE / _URL / _RPM or [promonitor] in "
+                "the config file; jobs run without the cross-check meanwhile",
+}
 
 
-def check_state_dir(resolved: Resolved) -> Iterator[Finding]:
+def check_state_dir(resolved: Settings) -> Iterator[Finding]:
     from jobwrap.store.history import open_history
 
-    state_dir = resolved["state_dir"]
+    state_dir = resolved.state_dir
     try:
         history = open_history(state_dir)
         try:
@@ -46,14 +54,17 @@ def check_state_dir(resolved: Resolved) -> Iterator[Finding]:
                           "`jobwrap history`, fix the cause, then `jobwrap flush`")
 
 
-def check_idlemon(resolved: Resolved, monitors: list[str],
+def check_idlemon(resolved: Settings, monitors: list[str],
                   schedules: dict[str, str] | None = None,
                   intervals: dict[str, int] | None = None) -> Iterator[Finding]:
     """Token present and accepted, project found, every known monitor slug in it, and each
     monitor's schedule compatible with the interval Idlemon expects."""
     from jobwrap.idlemon.client import IdlemonClient, check_token_format
 
-    token = resolved["idlemon_token"]
+    token = resolved.idlemon_token
+    if resolved.problem(IDLEMON):
+        yield Finding(False, f"Idlemon: {resolved.problem(IDLEMON)} — {_FIX[IDLEMON]}")
+        return
     if not token:
         yield Finding(False, "no Idlemon token — set JOBWRAP_IDLEMON_TOKEN, "
                       "JOBWRAP_IDLEMON_TOKEN_FILE, or [idlemon] token_file in the config file")
@@ -61,13 +72,13 @@ def check_idlemon(resolved: Resolved, monitors: list[str],
     shape = check_token_format(token)
     yield Finding(shape is None, f"Idlemon token from {resolved.sources['idlemon_token']}"
                   + (f": {shape}" if shape else " looks right"))
-    project_id = resolved["idlemon_project"]
+    project_id = resolved.idlemon_project
     if not project_id:
         yield Finding(False, "no Idlemon project — set JOBWRAP_IDLEMON_PROJECT (or [idlemon] "
                       "project) so the token and monitors can be verified")
         return
     try:
-        with IdlemonClient(resolved["idlemon_url"], token) as client:
+        with IdlemonClient(resolved.idlemon_url, token) as client:
             project = client.get_project(project_id, timeout=10)
     except ApiError as exc:
         yield Finding(False, f"Idlemon: {exc}")
@@ -115,12 +126,15 @@ def _minutes(value: float) -> str:
     return f"{value:g} min"
 
 
-def check_promonitor(resolved: Resolved, links: dict[str, str]) -> Iterator[Finding]:
+def check_promonitor(resolved: Settings, links: dict[str, str]) -> Iterator[Finding]:
     """The ProMonitor key (one request, within the budget) and every linked monitor id."""
     from jobwrap.commands import promonitor_monitors
     from jobwrap.promonitor.client import check_key_format
 
-    token = resolved["promonitor_token"]
+    token = resolved.promonitor_token
+    if resolved.problem(PROMONITOR):
+        yield Finding(False, f"ProMonitor: {resolved.problem(PROMONITOR)} — {_FIX[PROMONITOR]}")
+        return
     if not token:
         if links:
             yield Finding(False, "monitors link ProMonitor ids but there is no ProMonitor key — "
@@ -141,6 +155,63 @@ def check_promonitor(resolved: Resolved, links: dict[str, str]) -> Iterator[Find
         else:
             yield Finding(False, f"monitor {slug!r}: no ProMonitor monitor {pm_id!r} (or not "
                           "yours) — fix `promonitor` in its config section")
+
+
+def check_monitor_problems(resolved: Settings,
+                           per_monitor: dict[str, Settings]) -> Iterator[Finding]:
+    """Reporting problems that only a monitor's own section has (its token_file, say)."""
+    for slug, each in sorted(per_monitor.items()):
+        for service in (IDLEMON, PROMONITOR):
+            problem = each.problem(service)
+            if problem and problem != resolved.problem(service):
+                yield Finding(False, f"monitor {slug!r}: {service}: {problem} — "
+                              f"{_FIX[service]}")
+
+
+def check_lock(resolved: Settings, locks: dict[str, str], schedules: dict[str, str],
+               now: Callable[[], datetime] | None = None) -> Iterator[Finding]:
+    """With a lock URL: Redis answers, this host's clock agrees with Redis's TIME within the
+    slot tolerance (half the shortest gap of the known schedules), and who holds the locks."""
+    if not resolved.lock_url:
+        return
+    from jobwrap.config.values import bool_word
+    from jobwrap.store.fleet import FleetSettings, probe
+
+    words = {slug: (None if str(v) == "" else bool_word(v)) for slug, v in locks.items()}
+    names = {slug: slug if str(v) == "" or words[slug] else str(v)
+             for slug, v in locks.items() if words[slug] is not False}
+    settings = FleetSettings(resolved.lock_url, resolved.lock_password)
+    found = probe(settings, sorted(set(names.values())), now)
+    if found.error:
+        yield Finding(False, f"lock backend: {found.error} — check [lock] url and the "
+                      "password, or runs with --lock are skipped")
+        return
+    yield Finding(True, f"lock backend {found.url} answers (Redis {found.version})")
+    tolerance = _slot_tolerance_s(schedules.values())
+    offset = found.offset_s or 0.0
+    yield Finding(abs(offset) <= tolerance,
+                  f"this host's clock is {offset:+.1f} s from Redis's TIME (tolerance "
+                  f"{tolerance:g} s)" + ("" if abs(offset) <= tolerance else
+                                         " — fix NTP, or runs may take the wrong slot"))
+    for name, holder in found.holders:
+        if holder is not None:
+            yield Finding(True, f"lock {name!r} is held by {holder.describe()}")
+
+
+def _slot_tolerance_s(schedules: Iterable[str]) -> float:
+    """Half the shortest gap between fire times of these schedules (cron's 1 min if none)."""
+    from jobwrap.schedule import parse_schedule
+
+    gaps: list[float] = []
+    for expr in schedules:
+        try:
+            parsed = parse_schedule(expr)
+            if not parsed.is_reboot:
+                times = parsed.next_times(48)
+                gaps += [(b - a).total_seconds() for a, b in zip(times, times[1:], strict=False)]
+        except JobwrapError:
+            continue
+    return (min(gaps) if gaps else 60.0) / 2
 
 
 def worst(findings: list[Finding]) -> int:

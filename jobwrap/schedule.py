@@ -4,9 +4,16 @@ The only module that imports croniter.  :func:`parse_schedule` accepts the porta
 cron that cronie also runs, so a line means the same here as in the system crontab:
 
 * five fields, ``minute hour day-of-month month day-of-week``, each a list (``a,b``) of
-  numbers, ``*`` and ranges ``a-b``, optionally stepped (``*/5``, ``1-30/2``, ``5/15`` = from 5
-  to the end by 15); month and weekday names (``jan``, ``mon``) in those two fields; day of
-  week 0 and 7 are both Sunday;
+  numbers, ``*`` and ranges ``a-b``, optionally stepped (``*/5``, ``1-30/2``); month and
+  weekday names (``jan``, ``mon``) in those two fields; day of week 0 and 7 are both Sunday.
+  Each item is read as cronie's ``get_range`` reads it (jobwrap reads the values itself and
+  hands croniter the result): ``N-N`` is the value N; a day-of-week range ending on 0 ends on
+  7 (``sat-sun``, ``5-0``); a step larger than its range gives the range's first value
+  (``*/60`` is minute 0).  jobwrap is stricter than cronie on backwards ranges (``5-1``, which
+  cronie reads as no value, or as ``5-7`` when it ends on 0) and more permissive on ``N/step``
+  (``5/15`` = ``5-59/15``, as croniter and robfig/cron read it; cronie refuses it; refused in
+  day of week, where it is unclear whether 7 counts).  Where cronie would read a schedule
+  differently or warn, :attr:`Schedule.notes` says so (``jobwrap cron --check`` prints it);
 * an alias: ``@yearly @annually @monthly @weekly @daily @midnight @hourly``, or ``@reboot``,
   which is a kind of its own (``Schedule.is_reboot``): it has no fire times;
 * an optional zone prefix ``CRON_TZ=Europe/Paris 0 9 * * *`` (or ``TZ=…``), which beats the
@@ -107,6 +114,7 @@ _UNIX_FIELDS = (
     _Field("month", 1, 12, _MONTHS, 1),
     _Field("day-of-week", 0, 7, _WEEKDAYS, 0),
 )
+_DAY_OF_WEEK = _UNIX_FIELDS[-1]
 
 
 def load_zone(name: str) -> ZoneInfo:
@@ -196,7 +204,20 @@ class Schedule:
 
     @property
     def _cron_text(self) -> str:
+        """The fields as written (an alias expanded): cronie's rules read their first characters."""
         return ALIASES.get(self.expr, self.expr)
+
+    @property
+    def _croniter_text(self) -> str:
+        """The fields as croniter must read them to give cronie's values (see :func:`_analyse`)."""
+        return _analyse(tuple(self._cron_text.split()))[0]
+
+    @property
+    def notes(self) -> tuple[str, ...]:
+        """Where cronie would read this schedule differently (``jobwrap cron --check`` warns)."""
+        if self.is_reboot:
+            return ()
+        return _analyse(tuple(self._cron_text.split()))[1]
 
     def next_after(self, moment: datetime) -> datetime:
         """The first fire time strictly after ``moment``."""
@@ -243,6 +264,23 @@ class Schedule:
         begin = (start or datetime.now(UTC)).astimezone(UTC)
         return max(self._intraday_gap(), *self._gaps_at_probes(begin, begin + horizon))
 
+    def slot_at(self, moment: datetime) -> tuple[datetime, timedelta]:
+        """The fire time nearest ``moment`` (the slot a run started then belongs to), and how
+        long a claim on it must last: the longer of the gaps on either side of it.
+
+        Rounding to the nearest fire time, rather than the last one, lets a host whose clock
+        is a little behind, or whose cron fired a little late, still name the same slot: any
+        error under half the gap to the neighbouring fire time names the right one.
+        """
+        after = self.next_after(moment)
+        before = self._step(self._iterator(after), forward=False)
+        if _utc(moment) - _utc(before) <= _utc(after) - _utc(moment):
+            fire, other = before, self._step(self._iterator(before), forward=False)
+        else:
+            fire, other = after, self.next_after(after)
+        gaps = (abs(_utc(fire) - _utc(other)), _utc(after) - _utc(before))
+        return _utc(fire), max(gaps)
+
     def _require_fire_times(self) -> None:
         if self.is_reboot:
             raise UsageError(f"{REBOOT} runs once when the supervisor starts: it has no fire times")
@@ -252,7 +290,7 @@ class Schedule:
         if start.tzinfo is None:
             raise ValueError("fire times need an aware datetime")
         return croniter(
-            self._cron_text,
+            self._croniter_text,
             start.astimezone(self.zone),
             ret_type=datetime,
             implement_cron_bug=True,  # cronie's day-of-month/day-of-week rule, see module doc
@@ -265,7 +303,7 @@ class Schedule:
         The time-of-day fields do not depend on the date, so every firing day has the same
         times; at most 86,400 of them (every second).
         """
-        expanded, _ = croniter.expand(self._cron_text, second_at_beginning=self.has_seconds)
+        expanded, _ = croniter.expand(self._croniter_text, second_at_beginning=self.has_seconds)
         seconds = _values(expanded[5], 0, 59) if len(expanded) == 6 else [0]
         times = sorted(
             hour * 3600 + minute * 60 + second
@@ -322,6 +360,19 @@ def parse_schedule(expr: str, tz: str | None = None, *, allow_seconds: bool = Fa
     return Schedule(body, zone or tz or None)
 
 
+def parse_start(text: str, schedule: Schedule) -> datetime:
+    """An ISO 8601 time to count fire times from; without an offset, in the schedule's zone.
+
+    UsageError (one line) when it is not an ISO 8601 date or date and time.
+    """
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        example = "e.g. 2024-03-31T01:30"
+        raise UsageError(f"--from {text!r} is not an ISO 8601 time ({example})") from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=schedule.zone)
+
+
 def _split_zone_prefix(text: str) -> tuple[str | None, str]:
     match = _ZONE_PREFIX.fullmatch(text)
     if match is None:
@@ -343,39 +394,100 @@ def _field_count_problem(fields: list[str], allow_seconds: bool = True) -> str:
 
 
 def _check_fields(expr: str, fields: list[str]) -> None:
-    """Raise UsageError unless every field is portable cron syntax within its range."""
-    if len(fields) == 6:
-        specs: tuple[_Field, ...] = (_SECOND, *_UNIX_FIELDS)
-    elif len(fields) == 5:
-        specs = _UNIX_FIELDS
-    else:
+    """Raise UsageError unless every field is cron syntax jobwrap runs (see :func:`_analyse`)."""
+    if len(fields) not in (5, 6):
         raise UsageError(f"invalid cron expression {expr!r}: {_field_count_problem(fields)}")
     try:
-        for spec, field in zip(specs, fields, strict=True):
-            for item in field.split(","):
-                _check_item(spec, item)
+        _analyse(tuple(fields))
     except ValueError as exc:
         raise UsageError(f"invalid cron expression {expr!r}: {exc}") from None
 
 
-def _check_item(spec: _Field, item: str) -> None:
-    """Check one list item (``*``, ``n``, ``a-b``, each optionally ``/step``)."""
+@cache
+def _analyse(fields: tuple[str, ...]) -> tuple[str, tuple[str, ...]]:
+    """Validate the fields: the text to hand croniter, and where cronie reads them differently.
+
+    jobwrap reads every item itself, as cronie's ``get_range`` does, and hands croniter the
+    values it found, so croniter's own readings never apply: ``N-N`` is the value N (croniter
+    takes it as the whole cycle), an upper bound 0 of a day-of-week range is 7 (``sat-sun``),
+    and 7 is Sunday.  Items starting with ``*`` are handed over as ``*`` or ``*/N``, because
+    the day-field rule depends on that first character.  ValueError names a bad item.
+    """
+    specs = (_SECOND, *_UNIX_FIELDS) if len(fields) == 6 else _UNIX_FIELDS
+    notes: list[str] = []
+    texts = []
+    for spec, field in zip(specs, fields, strict=True):
+        first, *rest = field.split(",")
+        items = [_normalise_item(spec, first, notes, keep_star=True)]
+        items += [_normalise_item(spec, item, notes, keep_star=False) for item in rest]
+        texts.append("*" if items[0] == "*" else ",".join(items))
+    return " ".join(texts), tuple(notes)
+
+
+def _normalise_item(spec: _Field, item: str, notes: list[str], *, keep_star: bool) -> str:
+    """One list item (``*``, ``n``, ``a-b``, each optionally ``/step``) as croniter text.
+
+    ``keep_star``: a ``*`` item stays ``*`` or ``*/N`` (the field's first item, whose first
+    character decides the day rule); otherwise it too becomes its values.
+    """
     match = _ITEM.fullmatch(item)
     if match is None:
         raise ValueError(
             f"{spec.name} {item!r} is not supported (use numbers, names, *, a-b, /step, a,b)"
         )
-    start, end, step = match.groups()
+    start, end, step_text = match.groups()
+    step = 1 if step_text is None else int(step_text)
+    if step == 0:
+        raise ValueError(f"{spec.name} step in {item!r} must be at least 1")
     if start == "*":
         if end is not None:
             raise ValueError(f"{spec.name} {item!r}: '*' cannot start a range")
-        low = spec.low
+        _note_large_step(spec, item, spec.low, spec.high, step, notes)
+        if keep_star:
+            # croniter loops on steps beyond the field; a cycle's length gives the same values.
+            cycle = 7 if spec is _DAY_OF_WEEK else spec.high - spec.low + 1
+            return "*" if step == 1 else f"*/{min(step, cycle)}"
+        return _listed(spec, spec.low, spec.high, step)
+    low = spec.value(start)
+    if end is None and step_text is None:
+        return str(_croniter_value(spec, low))
+    if end is None:
+        if spec is _DAY_OF_WEEK:  # is 7 in "1/2"?  cronie refuses the form; so do we here
+            raise ValueError(
+                f"day-of-week {item!r}: cronie refuses N/step, and whether it reaches 7 "
+                f"(Sunday) is unclear; write a range such as {low}-6/{step}"
+            )
+        high = spec.high
+        notes.append(
+            f"{spec.name} {item!r}: cronie refuses N/step; jobwrap reads {low}-{high}/{step}"
+        )
     else:
-        low = spec.value(start)
-    if end is not None and spec.value(end) < low:
-        raise ValueError(f"{spec.name} range {item!r} runs backwards")
-    if step is not None and int(step) == 0:
-        raise ValueError(f"{spec.name} step in {item!r} must be at least 1")
+        high = spec.value(end)
+        if high < low and high == 0 and spec is _DAY_OF_WEEK:
+            high = 7  # cronie: a range ending on Sunday (sat-sun, 5-0)
+        if high < low:
+            raise ValueError(f"{spec.name} range {item!r} runs backwards")
+    _note_large_step(spec, item, low, high, step, notes)
+    return _listed(spec, low, high, step)
+
+
+def _listed(spec: _Field, low: int, high: int, step: int) -> str:
+    values = dict.fromkeys(_croniter_value(spec, v) for v in range(low, high + 1, step))
+    return ",".join(map(str, values))
+
+
+def _note_large_step(
+    spec: _Field, item: str, low: int, high: int, step: int, notes: list[str]
+) -> None:
+    if step > 1 and step > high - low:
+        notes.append(
+            f"{spec.name} step {step} in {item!r} is larger than the range {low}-{high}: "
+            f"it fires at {low} only (cronie warns; supercronic refuses it)"
+        )
+
+
+def _croniter_value(spec: _Field, value: int) -> int:
+    return 0 if spec is _DAY_OF_WEEK and value == 7 else value
 
 
 def _values(field: list[int | str], low: int, high: int) -> list[int]:

@@ -130,3 +130,27 @@ def _output_section(r: RunRecord) -> str:
 
 def _text(data: bytes) -> str:
     return data.decode("utf-8", "replace")
+
+
+def config_json(rows: list) -> str:
+    """``jobwrap config --json``: one object per setting (``problem`` only when unusable)."""
+    data = []
+    for row in rows:
+        item = {"name": row.name, "value": row.value, "source": row.source}
+        if row.problem:
+            item["problem"] = row.problem
+        data.append(item)
+    return json.dumps(data, indent=2) + "\n"
+
+
+def config_table(rows: list) -> str:
+    """``jobwrap config``: name, value (secrets masked), where it came from or what is wrong."""
+    if not rows:
+        return ""
+    width = max(len(r.name) for r in rows)
+    vwidth = min(48, max(len(r.value) for r in rows))
+    return "".join(
+        f"{r.name.ljust(width)}  {r.value.ljust(vwidth)}  "
+        f"{r.problem + ' (ignored)' if r.problem else r.source}\n"
+        for r in rows
+    )

@@ -21,6 +21,8 @@ def hermetic_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("JOBWRAP_STATE_DIR", str(state))
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
     monkeypatch.setenv("JOBWRAP_SYSTEM_CONFIG", str(tmp_path / "etc" / "config.toml"))
+    # The ProMonitor request budget is host-wide: each test gets a host of its own.
+    monkeypatch.setenv("JOBWRAP_PROMONITOR_BUDGET_DIR", str(tmp_path / "host-budget"))
     # Never talk to the real services, even if a test forgets to point somewhere else.
     monkeypatch.setenv("JOBWRAP_IDLEMON_URL", "http://127.0.0.1:9/api")
     monkeypatch.setenv("JOBWRAP_PROMONITOR_URL", "http://127.0.0.1:9")

@@ -8,9 +8,9 @@ import re
 import pytest
 
 from jobwrap.errors import UsageError
+from jobwrap.output.analysis import OutputAnalyzer
 from jobwrap.output.patterns import (
     LINE_CAP,
-    OutputAnalyzer,
     check_unique,
     parse_pattern_spec,
     required_literals,

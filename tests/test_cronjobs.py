@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from jobwrap.cron.table import check, parse_jobs
+import pytest
+
+from jobwrap.cli import _run_line_problem
+from jobwrap.cron.check import check
+from jobwrap.cron.table import parse_jobs
 
 T0 = datetime(2024, 5, 1, 10, 0, 0, tzinfo=UTC)
 
@@ -70,14 +76,83 @@ def test_check_lists_each_job_with_its_next_time_then_the_bad_lines(tmp_path: Pa
         "CRON_TZ=UTC\n*/15 * * * * jobwrap run -m a -- a.sh\nbad line\n"
         "# jobwrap: overlap=allow\n@reboot warm.sh\n"
     )
-    text, ok = check(crontab, T0 + timedelta(minutes=1))
-    assert not ok
-    lines = text.splitlines()
+    report = check(crontab, T0 + timedelta(minutes=1))
+    assert not report.ok
+    lines = list(report.lines)
     assert lines[0] == f"{crontab}: 2 jobs, 1 bad line"
     assert lines[2].split()[:6] == ["2", "CRON_TZ=UTC", "*/15", "*", "*", "*"]
     assert "2024-05-01 10:15:00+00:00" in lines[2] and lines[2].endswith("jobwrap run -m a -- a.sh")
     assert "at start" in lines[3] and "allow" in lines[3]
-    assert lines[4:] == [
+    assert lines[4:6] == [
         "bad lines (skipped):",
         f"  {crontab}:3: expected 5 time fields then a command: 'bad line'",
     ]
+
+
+def check_text(tmp_path: Path, text: str, **kw):
+    crontab = tmp_path / "crontab"
+    crontab.write_text(text)
+    return check(crontab, T0, validate_run=_run_line_problem, env={"PATH": "/usr/bin:/bin"}, **kw)
+
+
+@pytest.mark.parametrize(
+    ("line", "problem"),
+    [
+        ("jobwrap run --timeot 5m -- true", "No such option '--timeot'"),
+        ("jobwrap run --meta 'x=(' -- true", "--meta x: invalid regex"),
+        ("jobwrap run --meta duration_ms=x -- true", "--meta 'duration_ms': that name is reserved"),
+        ("jobwrap run --require-up -- true", "--require-up needs --promonitor"),
+        ("jobwrap run --timeout soon -- true", "Invalid value for '--timeout'"),
+        ("/usr/local/bin/jobwrap run -m backup", "no command given"),
+    ],
+)
+def test_check_runs_jobwrap_run_lines_through_the_real_parser(
+    tmp_path: Path, line: str, problem: str
+) -> None:
+    report = check_text(tmp_path, f"0 3 * * * {line}\n0 4 * * * jobwrap run -m ok -- true\n")
+    assert not report.ok
+    assert report.lines[0].endswith("1 job, 1 bad line")
+    (bad,) = [text for text in report.lines if text.startswith(f"  {tmp_path}")]
+    assert f"crontab:1: jobwrap run: {problem}" in bad
+
+
+def test_check_accepts_assignments_alone(tmp_path: Path) -> None:
+    report = check_text(tmp_path, "SHELL=/bin/bash\nPATH=/usr/bin\n")
+    assert report.ok
+    assert report.lines == (f"{tmp_path / 'crontab'}: 0 jobs, 0 bad lines",)
+
+
+def test_check_warns_about_mailto_a_user_field_and_cronie_differences(tmp_path: Path) -> None:
+    report = check_text(
+        tmp_path,
+        'MAILTO=ops@example.com\n*/5 * * * * root /usr/bin/backup\n0/15 * * * * tick\n'
+        'MAILTO=""\n*/60 * * * * hourly\n',
+    )
+    assert report.ok  # warnings do not make a line bad
+    start = report.lines.index("warnings:")
+    warnings = report.lines[start + 1 : start + 5]
+    assert warnings[0].startswith(f"  {tmp_path}/crontab:1: MAILTO is ignored: jobwrap cron")
+    assert "crontab:2: the command starts with 'root', a user name" in warnings[1]
+    assert "crontab:3: minute '0/15': cronie refuses N/step" in warnings[2]
+    assert "crontab:5: minute step 60 in '*/60' is larger than the range" in warnings[3]
+
+
+def test_check_lists_the_next_runs_across_lines_in_time_order(tmp_path: Path) -> None:
+    report = check_text(tmp_path, "CRON_TZ=UTC\n0 11 * * * b\n30 10 * * * a\n@reboot r\n")
+    start = report.lines.index("next 10 runs:")
+    upcoming = list(report.lines[start + 1 : start + 4])
+    assert upcoming == [
+        "  2024-05-01 10:30:00+00:00 Wed  line 3: a",
+        "  2024-05-01 11:00:00+00:00 Wed  line 2: b",
+        "  2024-05-02 10:30:00+00:00 Thu  line 3: a",
+    ]
+
+
+def test_check_reads_stdin_with_a_dash() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "jobwrap", "cron", "--check", "-"],
+        input="A=1\n0 3 * * * jobwrap run --timeot 1m -- x\n", capture_output=True, text=True,
+        timeout=60,
+    )
+    assert result.returncode == 1
+    assert "-:2: jobwrap run: No such option '--timeot'" in result.stdout

@@ -153,9 +153,42 @@ def test_seconds_lines_need_allow_seconds() -> None:
     text = "*/2 * * * * * tick\n"
     (entry,) = parse_crontab(text, allow_seconds=True).entries
     assert (entry.schedule.has_seconds, entry.command) == (True, "tick")
-    # Without it the sixth field starts the command, exactly as in cron.
-    (entry,) = parse_crontab(text).entries
-    assert (str(entry.schedule), entry.command) == ("*/2 * * * *", "* tick")
+    # Without it the sixth field would start the command: '* tick', a glob run as a command.
+    crontab = parse_crontab(text)
+    assert crontab.entries == ()
+    assert "6 or 7 fields? jobwrap reads 5" in crontab.errors[0].message
+
+
+@pytest.mark.parametrize(
+    ("line", "first_word"),
+    [
+        ("*/10 * * * * * * echo tick", "*"),  # supercronic: seconds first and a year
+        ("0 0 * * * 2030 backup", "2030"),  # a year field
+        ("0 0 * * * */2 x", "*/2"),
+        ("0 0 * * * 1-5 x", "1-5"),
+        ("0 0 * * * 1,3 x", "1,3"),
+        ("@daily * x", "*"),
+    ],
+)
+def test_a_command_that_looks_like_a_time_field_is_a_bad_line(line: str, first_word: str) -> None:
+    crontab = parse_crontab(line + "\n")
+    assert crontab.entries == ()
+    (error,) = crontab.errors
+    assert f"the command starts with {first_word!r}, which looks like a time field" in error.message
+
+
+def test_a_command_that_merely_starts_with_a_digit_runs() -> None:
+    (entry,) = parse_crontab("0 0 * * * 7z a /backup.7z /srv\n").entries
+    assert entry.command == "7z a /backup.7z /srv"
+
+
+def test_a_nul_byte_makes_a_bad_line_not_a_crash() -> None:
+    crontab = parse_crontab("A=x\0y\n0 0 * * * echo a\0b\n0 1 * * * ok\n")
+    assert [e.command for e in crontab.entries] == ["ok"]
+    assert [(e.line_no, e.message) for e in crontab.errors] == [
+        (1, "a NUL byte in the line"), (2, "a NUL byte in the line"),
+    ]
+    assert "A" not in crontab.entries[0].env
 
 
 def test_crlf_line_endings_are_tolerated() -> None:

@@ -177,3 +177,141 @@ def test_doctor_checks_the_promonitor_key_and_linked_ids(promonitor, tmp_path):
     assert "FAIL  monitor 'b': no ProMonitor monitor '0000-not-mine' (or not yours)" in out
     out = jobwrap("doctor", env={"JOBWRAP_PROMONITOR_TOKEN": "pm_wrong"}).stdout.decode()
     assert "FAIL  ProMonitor: ProMonitor rejected the API key (HTTP 401)" in out
+
+
+# Fail closed when strict; malformed values never crash (issue 9, item 20) --------------------
+
+
+def _strict_run(tmp_path, *extra: str, env: dict | None = None):
+    marker = tmp_path / "ran"
+    result = jobwrap("run", "--promonitor", MONITOR_API, "--require-up=strict", *extra, "--",
+                     "touch", str(marker), env=env)
+    return result, marker.exists()
+
+
+def test_strict_without_a_key_refuses(tmp_path, monkeypatch):
+    monkeypatch.delenv("JOBWRAP_PROMONITOR_TOKEN", raising=False)
+    result, ran = _strict_run(tmp_path)
+    assert (result.returncode, ran) == (75, False)
+    assert b"API key" in result.stderr and b"strict" in result.stderr
+    [run] = json.loads(jobwrap("history", "--json").stdout)
+    assert run["skipped"]
+
+
+def test_without_strict_a_missing_key_still_runs(tmp_path, monkeypatch):
+    monkeypatch.delenv("JOBWRAP_PROMONITOR_TOKEN", raising=False)
+    result = jobwrap("run", "--promonitor", MONITOR_API, "--require-up", "--", "true")
+    assert result.returncode == 0 and b"running without the cross-check" in result.stderr
+
+
+def test_strict_with_a_broken_cache_refuses(promonitor, tmp_path, state_dir):
+    state_dir.mkdir(parents=True, exist_ok=True)
+    (state_dir / "promonitor.sqlite3").write_bytes(b"this is not a database" * 100)
+    result, ran = _strict_run(tmp_path)
+    assert (result.returncode, ran) == (75, False)
+    assert b"strict" in result.stderr
+    assert promonitor.hits == 0
+
+
+def test_strict_with_a_malformed_answer_refuses(promonitor, tmp_path):
+    promonitor.fail_next(5, Reply.malformed())
+    result, ran = _strict_run(tmp_path)
+    assert (result.returncode, ran) == (75, False)
+
+
+@pytest.mark.parametrize(
+    "field, value",
+    [("interval_seconds", 10**400), ("interval_seconds", 10**12),
+     ("created_at", "0001-01-01T00:00:00+05:00"), ("created_at", "9999-12-31T23:59:59-05:00")],
+    ids=["interval-10^400", "interval-10^12", "year-0001", "year-9999"],
+)
+def test_malformed_monitor_values_never_crash_status_doctor_or_the_gate(promonitor, tmp_path,
+                                                                        field, value):
+    promonitor.monitors[0][field] = value
+    config = tmp_path / "config" / "jobwrap" / "config.toml"
+    config.parent.mkdir(parents=True)
+    config.write_text(f'[monitors.a]\npromonitor = "{MONITOR_API}"\n')
+    for args in (["status"], ["status", "--json"], ["doctor"],
+                 ["run", "--promonitor", MONITOR_API, "--", "true"],
+                 ["run", "--promonitor", MONITOR_API, "--require-up", "--", "true"]):
+        result = jobwrap(*args)
+        err = result.stderr.decode()
+        assert "Traceback" not in err and "internal error" not in err, (args, err)
+        assert result.returncode in (0, 1), (args, result.returncode, err)
+    result, ran = _strict_run(tmp_path)
+    assert "Traceback" not in result.stderr.decode()
+    if field == "interval_seconds" and value == 10**12:
+        assert ran  # a long interval is odd but readable
+    else:
+        assert (result.returncode, ran) == (75, False)
+
+
+def test_a_check_in_year_0001_never_crashes_the_diagnosis(promonitor, tmp_path):
+    promonitor.checks[MONITOR_DB][0]["checked_at"] = "0001-01-01T00:00:00+01:00"
+    result = jobwrap("run", "--promonitor", MONITOR_DB, "--", "sh", "-c", "exit 3")
+    assert result.returncode == 3
+    assert b"Traceback" not in result.stderr and b"failed (" not in result.stderr
+    assert b"no ProMonitor diagnosis" in result.stderr
+
+
+# Hostile answers and echoed keys (issue 9, items 14 and 17) ----------------------------------
+
+
+@pytest.mark.parametrize(
+    "reply",
+    [Reply.dripping(every_s=0.2), Reply.dripping(every_s=0.2, headers_too=False),
+     Reply.endless_chunked(), Reply.huge()],
+    ids=["drip", "drip-body", "endless", "huge"],
+)
+def test_require_up_against_a_hostile_promonitor_starts_the_job_in_time(promonitor, tmp_path,
+                                                                       reply):
+    promonitor.fail_next(100, reply)
+    start = time.monotonic()
+    result = jobwrap("run", "--promonitor", MONITOR_API, "--require-up", "--", "echo", "ran",
+                     timeout=40)
+    took = time.monotonic() - start
+    assert result.returncode == 0 and result.stdout == b"ran\n"
+    assert b"running anyway" in result.stderr
+    assert took < 9, took  # a dripping ProMonitor kept the job from ever starting
+
+
+def test_an_echoed_key_is_never_printed_or_cached(promonitor, tmp_path, state_dir):
+    promonitor.monitors[0]["name"] = f"API {KEY.upper()}"
+    promonitor.monitors[1]["url"] = f"https://x.example/?k={KEY}"
+    promonitor.checks[MONITOR_DB][0]["error_message"] = f"Bearer {KEY}"
+    out = b""
+    for args in (["status"], ["doctor"],
+                 ["run", "--promonitor", MONITOR_API, "--", "true"],
+                 ["run", "--promonitor", MONITOR_DB, "--require-up", "--", "true"]):
+        result = jobwrap(*args)
+        out += result.stdout + result.stderr
+    assert b"[redacted]" in out
+    assert KEY.lower().encode() not in out.lower()
+    for path in state_dir.rglob("*"):
+        if path.is_file():
+            assert KEY.lower().encode() not in path.read_bytes().lower(), path
+
+
+def test_an_echoed_key_in_an_error_is_never_printed_or_stored(promonitor, tmp_path, state_dir):
+    promonitor.fail_next(5, Reply.json(500, {"error": f"no key BEARER {KEY.upper()}"}))
+    result = jobwrap("run", "--promonitor", MONITOR_API, "--", "true")
+    assert b"[redacted]" in result.stderr
+    assert KEY.lower().encode() not in result.stderr.lower()
+    for path in state_dir.rglob("*"):
+        if path.is_file():
+            assert KEY.lower().encode() not in path.read_bytes().lower(), path
+
+
+# The request budget is per host and key, not per state dir (issue 9, item 21) ----------------
+
+
+def test_three_state_dirs_share_the_hosts_request_budget(tmp_path, monkeypatch):
+    with ProMonitorServer(per_minute=50) as server:
+        monkeypatch.setenv("JOBWRAP_PROMONITOR_URL", server.url)
+        monkeypatch.setenv("JOBWRAP_PROMONITOR_TOKEN", KEY)
+        monkeypatch.setenv("JOBWRAP_PROMONITOR_RPM", "2")
+        for user in ("alice", "bob", "carol"):  # three users' jobs, each its own state dir
+            result = jobwrap("run", "--promonitor", MONITOR_API, "--", "true",
+                             env={"JOBWRAP_STATE_DIR": str(tmp_path / user)})
+            assert result.returncode == 0
+        assert server.hits == 2  # was 3: one budget per state dir

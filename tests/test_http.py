@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import email.utils
+import json
 import socket
 import subprocess
 import sys
 import time
+import urllib.parse
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
@@ -24,6 +26,8 @@ from jobwrap.errors import (
 )
 from jobwrap.net.http import (
     DEFAULT_TIMEOUT,
+    MAX_ATTEMPTS,
+    MAX_RETRY_AFTER_S,
     PreparedCall,
     Timeout,
     make_session,
@@ -31,6 +35,7 @@ from jobwrap.net.http import (
     parse_retry_after,
     retry,
     safe_url,
+    scrub,
     send_json,
 )
 from jobwrap.net.jsonfields import JsonRecord, json_records
@@ -102,8 +107,8 @@ def test_netrc_does_not_replace_the_authorization_header(server, session, tmp_pa
 def test_default_timeouts_and_capping():
     assert (DEFAULT_TIMEOUT.connect_s, DEFAULT_TIMEOUT.read_s) == (3.05, 10.0)
     assert DEFAULT_TIMEOUT.capped(None) is DEFAULT_TIMEOUT
-    assert DEFAULT_TIMEOUT.capped(5) == Timeout(3.05, 5)
-    assert DEFAULT_TIMEOUT.capped(1) == Timeout(1, 1)
+    assert DEFAULT_TIMEOUT.capped(5) == Timeout(3.05, 5, 5)
+    assert DEFAULT_TIMEOUT.capped(1) == Timeout(1, 1, 1)
     assert DEFAULT_TIMEOUT.capped(-2).read_s > 0  # urllib3 refuses 0 and negatives
 
 
@@ -404,19 +409,20 @@ def test_transient_errors_are_retried_with_exponential_backoff():
     clock = FakeClock()
     call = Flaky(outage(), outage(), outage())
     assert run_retry(call, clock) == "done"
-    assert clock.sleeps == [0.5, 1.0, 2.0]
+    assert clock.sleeps == [1.0, 2.0, 4.0]
 
 
 def test_backoff_has_full_jitter():
     clock = FakeClock()
-    run_retry(Flaky(outage(), outage()), clock, rng=lambda: 0.25)
-    assert clock.sleeps == [0.125, 0.25]
+    run_retry(Flaky(outage(), outage(), outage()), clock, rng=lambda: 0.25)
+    assert clock.sleeps == [1.0, 1.25, 1.75]  # between the 1 s floor and the ceiling
 
 
 def test_backoff_is_capped_at_max_delay():
     clock = FakeClock()
-    run_retry(Flaky(*[outage() for _ in range(8)]), clock, budget_s=1000, max_delay=3)
-    assert clock.sleeps == [0.5, 1.0, 2.0, 3, 3, 3, 3, 3]
+    run_retry(Flaky(*[outage() for _ in range(8)]), clock, budget_s=1000, max_delay=3,
+              max_attempts=9)
+    assert clock.sleeps == [1.0, 2.0, 3, 3, 3, 3, 3, 3]
 
 
 @pytest.mark.parametrize(
@@ -468,7 +474,7 @@ def test_each_attempt_is_given_the_remaining_budget():
     clock = FakeClock()
     call = Flaky(outage(), outage(), clock=clock, cost_s=1)
     run_retry(call, clock, budget_s=10)
-    assert call.remaining == [10, 10 - 1 - 0.5, 10 - 1 - 0.5 - 1 - 1]
+    assert call.remaining == [10, 10 - 1 - 1, 10 - 1 - 1 - 1 - 2]
 
 
 def test_retry_after_is_waited_exactly_even_beyond_max_delay():
@@ -511,7 +517,7 @@ def test_on_retry_is_told_each_error_and_wait():
     first, second = outage(), RateLimitedError("429", retry_after=4)
     seen = []
     run_retry(Flaky(first, second), clock, on_retry=lambda exc, delay: seen.append((exc, delay)))
-    assert seen == [(first, 0.5), (second, 4)]
+    assert seen == [(first, 1.0), (second, 4)]
 
 
 @pytest.mark.parametrize("budget", [0, -1])
@@ -532,4 +538,135 @@ def test_retry_over_real_http_until_the_outage_ends(server, session):
     )
     assert response.body == {"ok": True}
     assert server.hits == 3
-    assert clock.sleeps == [0.5, 1.0]
+    assert clock.sleeps == [1.0, 2.0]
+
+
+# Bounded waits and attempts (issue 9, item 15) -----------------------------------------------
+
+
+@pytest.mark.parametrize("retry_after", [0, 0.0001])
+def test_retry_after_zero_waits_the_floor_not_a_tight_loop(retry_after):
+    clock = FakeClock()
+    call = Flaky(*[RateLimitedError("429", retry_after=retry_after) for _ in range(50)])
+    with pytest.raises(RateLimitedError):
+        run_retry(call, clock, budget_s=5)
+    assert all(wait >= 1.0 for wait in clock.sleeps)
+    assert call.calls <= 5
+
+
+def test_retry_after_in_the_past_over_real_http_sends_few_requests(server, session):
+    past = email.utils.format_datetime(datetime.now(UTC) - timedelta(hours=1), usegmt=True)
+    server.fail_next(10_000, Reply.rate_limited(past))
+    start = time.monotonic()
+    with pytest.raises(RateLimitedError):
+        retry(lambda left: get(session, server, timeout=DEFAULT_TIMEOUT.capped(left)),
+              budget_s=2.5)
+    assert server.hits <= 3  # was thousands: each wait is at least 1 s
+    assert time.monotonic() - start < 4
+
+
+def test_attempts_are_bounded_whatever_the_budget():
+    clock = FakeClock()
+    call = Flaky(*[outage() for _ in range(100)])
+    with pytest.raises(TransientApiError):
+        run_retry(call, clock, budget_s=100_000)
+    assert call.calls == MAX_ATTEMPTS
+
+
+def test_a_retry_after_beyond_the_cap_is_not_waited():
+    clock = FakeClock()
+    call = Flaky(RateLimitedError("429", retry_after=MAX_RETRY_AFTER_S + 1))
+    with pytest.raises(RateLimitedError):
+        run_retry(call, clock, budget_s=100_000)
+    assert call.calls == 1 and clock.sleeps == []
+
+
+# Bounded answers (issue 9, item 14) ----------------------------------------------------------
+
+
+def test_an_endless_chunked_body_stops_at_the_size_cap(server, session):
+    server.plan(Reply.endless_chunked())
+    start = time.monotonic()
+    with pytest.raises(MalformedResponseError, match="larger than 256 KiB"):
+        get(session, server, timeout=Timeout(1, 1, 2))
+    assert time.monotonic() - start < 2
+
+
+def test_a_huge_body_stops_at_the_size_cap(server, session):
+    server.plan(Reply.huge())
+    with pytest.raises(MalformedResponseError, match="larger than"):
+        get(session, server, timeout=Timeout(1, 1, 2))
+
+
+def test_a_dripping_body_ends_at_the_whole_request_deadline(server, session):
+    server.plan(Reply.dripping(every_s=0.1, headers_too=False))
+    start = time.monotonic()
+    with pytest.raises(TransientApiError, match="not complete within 1 s"):
+        get(session, server, timeout=Timeout(1, 1, 1))
+    assert time.monotonic() - start < 1.8
+
+
+def test_dripping_headers_end_at_the_whole_request_deadline(server, session):
+    server.plan(Reply.dripping(every_s=0.1))
+    start = time.monotonic()
+    with pytest.raises(TransientApiError, match="did not answer within 1 s"):
+        get(session, server, timeout=Timeout(1, 1, 1))
+    assert time.monotonic() - start < 1.8
+
+
+def test_a_session_still_works_after_a_request_was_cut_off():
+    with FakeServer(keep_alive=True) as srv, make_session() as sess:
+        srv.plan(Reply.dripping(every_s=0.1, headers_too=False))
+        with pytest.raises(TransientApiError):
+            get(sess, srv, timeout=Timeout(1, 1, 0.5))
+        assert get(sess, srv).body == {"ok": True}
+        assert get(sess, srv).body == {"ok": True}
+
+
+def test_a_2xx_body_problem_is_returned_when_json_is_not_required(server, session):
+    server.plan(Reply.html(200))
+    response = send_json(session, "POST", f"{server.url}/x", headers=AUTH, json_body={},
+                         require_json=False)
+    assert response.status == 200 and response.body is None
+    assert response.problem is not None and "not JSON" in response.problem
+
+
+# Echoed secrets (issue 9, item 17) -----------------------------------------------------------
+
+PM_KEY = "pm_live_4f9c2a7d1e3b5c8a6f0d2e4b"
+
+
+@pytest.mark.parametrize(
+    "reply",
+    [json_error(401, f"bad token {SECRET.upper()}"),
+     json_error(422, f"bad token {urllib.parse.quote(SECRET)} {SECRET.title()}"),
+     Reply(302, b"", (("Location", f"http://elsewhere.invalid/{SECRET.upper()}/x"),)),
+     Reply(200, b"<html>", (("Content-Type", f"text/html; t={SECRET}"),)),
+     Reply(500, b"", (("X-Echo", SECRET),))],
+    ids=["upper", "encoded", "location", "content-type", "header"],
+)
+def test_an_echoed_token_never_reaches_a_message(server, session, reply):
+    server.plan(reply)
+    with pytest.raises(ApiError) as caught:
+        send_json(session, "POST", f"{server.url}/x", headers=AUTH, json_body={})
+    assert SECRET.lower() not in str(caught.value).lower()
+    assert urllib.parse.quote(SECRET).lower() not in str(caught.value).lower()
+
+
+def test_an_echoed_bearer_key_is_scrubbed_in_any_case(server, session):
+    server.plan(json_error(401, f"no such key: BEARER {PM_KEY.upper()}"))
+    with pytest.raises(AuthError) as caught:
+        get(session, server, headers={"Authorization": f"Bearer {PM_KEY}"})
+    assert PM_KEY.lower() not in str(caught.value).lower()
+
+
+def test_an_echoed_token_is_scrubbed_from_the_parsed_body(server, session):
+    server.plan(Reply.json(200, {"name": f"x {SECRET.upper()} y", SECRET: [SECRET]}))
+    body = get(session, server).body
+    assert SECRET.lower() not in json.dumps(body).lower()
+    assert body["name"] == "x [redacted] y"
+
+
+def test_scrub_covers_every_form():
+    text = f"{SECRET.upper()} {urllib.parse.quote_plus('a b' + SECRET)} {SECRET}"
+    assert scrub(text, (SECRET,)).count("[redacted]") == 3

@@ -169,9 +169,8 @@ def test_rejected_body_keeps_the_server_reason(server, client):
         (Reply.html(503), TransientApiError),
         (json_error(500, f"leaked {TOKEN}"), TransientApiError),
         (Reply.rate_limited("5"), TransientApiError),
-        (Reply.malformed(), MalformedResponseError),
+        (Reply.malformed(502), TransientApiError),
         (Reply.dropped(), TransientApiError),
-        (Reply.json(201, {"log": {"id": "x"}}), MalformedResponseError),
         (json_error(401, f"bad {TOKEN}"), AuthError),
         (json_error(422, f"bad {TOKEN}"), RejectedError),
     ],
@@ -184,10 +183,17 @@ def test_no_error_message_contains_the_token(server, client, reply, error):
     assert "\n" not in str(caught.value)
 
 
-def test_receipt_missing_a_field_is_malformed_and_named(server, client):
+def test_receipt_missing_a_field_is_delivered_with_the_field_named(server, client):
     server.plan(Reply.json(201, {"log": {"id": "x", "duration": 1}}))
-    with pytest.raises(MalformedResponseError, match=r"field 'log\.metas' is missing"):
-        client.post_log("bar", 1, [])
+    receipt = client.post_log("bar", 1, [])
+    assert receipt.warning is not None
+    assert "field 'log.metas' is missing" in receipt.warning
+
+
+def test_project_answer_that_is_not_json_is_malformed(server, client):
+    server.plan(Reply.malformed())
+    with pytest.raises(MalformedResponseError):
+        client.get_project(PROJECT_ID)
 
 
 def test_attempt_timeout_is_capped_by_the_caller(server, client):
@@ -313,3 +319,31 @@ def test_unusable_token_is_a_config_error(token):
 def test_base_url_must_be_http(url):
     with pytest.raises(ConfigError, match="Idlemon base URL"):
         IdlemonClient(url, TOKEN)
+
+
+# A 2xx is delivered whatever its body (issue 9, item 15) -------------------------------------
+
+
+@pytest.mark.parametrize(
+    "reply",
+    [Reply.html(200), Reply.json(201, {"log": {"id": 7}}), Reply.malformed(200)],
+    ids=["html", "undocumented", "cut"],
+)
+def test_post_log_answered_2xx_with_an_odd_body_is_a_receipt_with_a_warning(server, client,
+                                                                            reply):
+    server.plan(reply)
+    receipt = client.post_log("bar", 3, [("a", "1")])
+    assert receipt.warning is not None and "accepted the log" in receipt.warning
+    assert receipt.duration == 3
+    assert server.hits == 1
+
+
+def test_a_documented_receipt_has_no_warning(client):
+    assert client.post_log("bar", 1, []).warning is None
+
+
+def test_an_echoed_token_in_a_404_message_is_not_shown(server, client):
+    server.plan(Reply.json(404, {"message": f"nothing for {TOKEN.upper()}"}))
+    with pytest.raises(NotFoundError) as caught:
+        client.post_log("bar", 1, [])
+    assert TOKEN.lower() not in str(caught.value).lower()

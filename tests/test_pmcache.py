@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import random
 import sqlite3
+import stat
 import threading
 from contextlib import closing
 from datetime import UTC, datetime
@@ -21,6 +23,7 @@ from jobwrap.promonitor.cache import (
     BlockReason,
     Outcome,
     PmCache,
+    budget_path,
     open_pmcache,
     token_hash,
 )
@@ -335,3 +338,60 @@ def test_peek_reads_one_snapshot_while_a_fetch_ends(state_dir, cache, clock):
         writer.join()
         db.close()
     assert seen <= {Outcome.BUSY, Outcome.FRESH}, seen
+
+
+# The budget is the host's, not the state dir's (issue 9, item 21) ----------------------------
+
+
+def test_two_state_dirs_share_one_budget(tmp_path):
+    clock = FakeClock()
+    first = open_pmcache(tmp_path / "a", KEY, requests_per_minute=2, clock=clock)
+    second = open_pmcache(tmp_path / "b", KEY, requests_per_minute=2, clock=clock)
+    assert first.try_acquire() and second.try_acquire()
+    assert not first.try_acquire() and not second.try_acquire()
+    assert first.requests_in_window() == 2
+
+
+def test_a_block_holds_for_every_state_dir(tmp_path):
+    clock = FakeClock()
+    first = open_pmcache(tmp_path / "a", KEY, clock=clock)
+    second = open_pmcache(tmp_path / "b", KEY, clock=clock)
+    first.note_retry_after(30)
+    assert second.blocked() is not None
+
+
+def test_another_key_has_its_own_host_budget(tmp_path):
+    clock = FakeClock()
+    mine = open_pmcache(tmp_path / "a", KEY, requests_per_minute=1, clock=clock)
+    theirs = open_pmcache(tmp_path / "b", "pm_someone_else", requests_per_minute=1, clock=clock)
+    assert mine.try_acquire() and theirs.try_acquire()
+    assert mine.budget_file != theirs.budget_file
+
+
+def test_the_default_budget_dir_is_private_and_outside_tmp(monkeypatch, tmp_path):
+    monkeypatch.delenv("JOBWRAP_PROMONITOR_BUDGET_DIR")
+    path = budget_path("pm_test_" + tmp_path.name)
+    assert path is not None and not str(path).startswith("/tmp/")  # PrivateTmp= units
+    cache = open_pmcache(tmp_path / "s", "pm_test_" + tmp_path.name)
+    try:
+        assert cache.budget_file == path
+        assert stat.S_IMODE(os.stat(path.parent).st_mode) == 0o700
+        assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+        assert KEY not in path.name
+    finally:
+        for leftover in path.parent.glob(path.name + "*"):
+            leftover.unlink()
+
+
+def test_a_foreign_budget_dir_falls_back_to_the_state_dir(monkeypatch, tmp_path):
+    shared = tmp_path / "shared"
+    shared.mkdir(mode=0o777)
+    shared.chmod(0o777)  # opened up: not safe, so not used
+    monkeypatch.delenv("JOBWRAP_PROMONITOR_BUDGET_DIR")
+    monkeypatch.setattr("tempfile.gettempdir", lambda: str(shared))
+    monkeypatch.setattr("os.access", lambda path, mode: str(path) == str(shared))
+    (shared / f"jobwrap-{os.getuid()}").mkdir(mode=0o777)
+    (shared / f"jobwrap-{os.getuid()}").chmod(0o777)
+    cache = open_pmcache(tmp_path / "s", KEY)
+    assert cache.budget_file == tmp_path / "s" / "promonitor-budget.sqlite3"
+    assert cache.try_acquire()

@@ -40,14 +40,27 @@ def test_version():
     assert result.stdout.startswith(b"jobwrap, version ")
 
 
-def test_readme_starts_with_exactly_two_setup_commands_and_ci_runs_the_second():
+def readme_setup_commands() -> tuple[str, str]:
+    """The README's first two code blocks: install and run a job; install and run the tests."""
     blocks = README.split("```")
     setup = [b.strip() for b in blocks[1:4:2]]
-    assert setup[0].startswith("sh\n") or setup[0].startswith("bash\n")
+    for block in setup:
+        assert block.startswith(("sh\n", "bash\n")), block
     install_and_run, install_and_test = (b.split("\n", 1)[1].strip() for b in setup)
+    for command in (install_and_run, install_and_test):
+        assert "\n" not in command, f"one command per set-up block: {command!r}"
+    return install_and_run, install_and_test
+
+
+def test_readme_starts_with_exactly_two_setup_commands_and_ci_runs_the_second():
+    install_and_run, install_and_test = readme_setup_commands()
     assert "jobwrap run" in install_and_run
-    ci = (ROOT / ".ci" / "run").read_text()
-    assert install_and_test in ci
+    # A system pip refuses to install on Debian 12 / Ubuntu 24.04: both make a virtualenv.
+    for command in (install_and_run, install_and_test):
+        assert command.startswith("python3 -m venv "), command
+    ci = (ROOT / ".ci" / "run").read_text().splitlines()
+    commands = [line for line in ci if line.strip() and not line.startswith(("#", " "))]
+    assert commands[-1] == install_and_test, "CI's last command is not the README's"
 
 
 RUFF = shutil.which("ruff") or str(Path(sys.executable).with_name("ruff"))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import resource
 import signal
 import sqlite3
 import subprocess
@@ -179,8 +180,9 @@ def test_late_delivery_says_when_the_run_happened(idlemon, env, state_dir):
 
 @pytest.mark.parametrize(
     "reply",
-    [Reply.json(500, {"message": "boom"}), Reply.html(503), Reply.malformed(), Reply.dropped()],
-    ids=["500", "html-503", "malformed-json", "dropped"],
+    [Reply.json(500, {"message": "boom"}), Reply.html(503), Reply.malformed(502),
+     Reply.dropped()],
+    ids=["500", "html-503", "malformed-json-502", "dropped"],
 )
 def test_faults_keep_the_job_status_and_leave_the_report_pending(idlemon, env, reply):
     idlemon.fail_next(100, reply)
@@ -324,3 +326,89 @@ def test_sigterm_while_sending_keeps_the_report_and_the_jobs_status(idlemon, env
     [run] = history()
     assert run["report_status"] == "pending"
     assert run["exit_code"] == 0
+
+
+# Hostile answers (issue 9, items 14, 15 and 17) ----------------------------------------------
+
+
+def _bounded_run(*args: str) -> tuple[subprocess.CompletedProcess, float]:
+    start = time.monotonic()
+    result = jobwrap("run", "-m", "bar", *args, "--", "sh", "-c", "echo out; exit 0",
+                     timeout=30)
+    return result, time.monotonic() - start
+
+
+def _peak_child_rss_mib() -> float:
+    return resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+
+
+@pytest.mark.parametrize(
+    "reply",
+    [Reply.endless_chunked(), Reply.huge(), Reply.dripping(every_s=0.2),
+     Reply.dripping(every_s=0.2, headers_too=False)],
+    ids=["endless-chunked", "huge", "drip", "drip-body"],
+)
+def test_a_hostile_answer_under_a_2s_budget_ends_soon_and_stays_small(idlemon, env, reply):
+    idlemon.fail_next(1000, reply)
+    result, took = _bounded_run("--report-timeout", "2s")
+    assert result.returncode == 0 and result.stdout == b"out\n"
+    assert took < 6, took  # an endless body grew jobwrap to 11 GiB; a drip took 47 s
+    assert _peak_child_rss_mib() < 300
+    assert len(posts(idlemon)) <= 3
+    assert "Traceback" not in result.stderr.decode()
+
+
+def test_a_2xx_endless_body_counts_as_delivered(idlemon, env):
+    idlemon.fail_next(1000, Reply.endless_chunked())
+    result, took = _bounded_run("--report-timeout", "5s")
+    assert took < 8
+    assert len(posts(idlemon)) == 1  # a 2xx: delivered, never retried
+    assert history()[0]["report_status"] == "sent"
+
+
+@pytest.mark.parametrize("retry_after", ["0", "Thu, 01 Jan 1970 00:00:00 GMT"],
+                         ids=["zero", "past-date"])
+def test_retry_after_zero_or_past_sends_few_requests(idlemon, env, retry_after):
+    idlemon.fail_next(100_000, Reply.rate_limited(retry_after))
+    result, took = _bounded_run("--report-timeout", "5s")
+    assert result.returncode == 0
+    assert len(posts(idlemon)) <= 5  # was 4,682 in 5 s
+    assert took < 9
+    assert history()[0]["report_status"] == "pending"
+
+
+@pytest.mark.parametrize(
+    "reply",
+    [Reply.html(200), Reply.json(201, {"unexpected": True}), Reply.malformed(200), Reply(204)],
+    ids=["html", "undocumented-json", "cut-json", "no-content"],
+)
+def test_a_2xx_with_an_odd_body_is_delivered_once_with_one_warning(idlemon, env, reply):
+    idlemon.fail_next(100, reply)
+    result = jobwrap("run", "-m", "bar", "--", "true")
+    assert result.returncode == 0
+    assert len(posts(idlemon)) == 1  # was retried, storing one log 15 times
+    lines = result.stderr.decode().splitlines()
+    assert len(lines) == 1 and "accepted the log" in lines[0], lines
+    [run] = history()
+    assert run["report_status"] == "sent"
+
+
+@pytest.mark.parametrize(
+    "reply_for",
+    [lambda t: Reply.json(422, {"message": f"token {t.upper()} rejected"}),
+     lambda t: Reply(302, b"", (("Location", f"http://elsewhere.invalid/{t.upper()}"),)),
+     lambda t: Reply(503, b"<html>", (("Content-Type", f"text/html; echo={t}"),)),
+     lambda t: Reply.json(500, {"error": {"message": f"Api-Token: {t}"}})],
+    ids=["upper-body", "location", "header", "nested"],
+)
+def test_an_echoed_token_is_never_printed_or_stored(idlemon, env, reply_for, state_dir):
+    idlemon.fail_next(100, reply_for(TOKEN))
+    result = jobwrap("run", "-m", "bar", "--report-timeout", "1s", "--", "true")
+    assert result.returncode == 0
+    assert b"report not delivered" in result.stderr
+    seen = (result.stdout + result.stderr).lower()
+    seen += jobwrap("history", "--json").stdout.lower() + jobwrap("show").stdout.lower()
+    assert TOKEN.lower().encode() not in seen
+    for path in state_dir.rglob("*"):
+        if path.is_file():
+            assert TOKEN.lower().encode() not in path.read_bytes().lower(), path

@@ -6,6 +6,7 @@ import json
 import os
 import signal
 import subprocess
+from pathlib import Path
 
 import pytest
 
@@ -114,13 +115,37 @@ def test_ci_and_systemd_metas_are_added(tmp_path):
     assert metas["systemd_unit"] == "jobwrap@backup.service"
 
 
-def test_lock_with_an_unusable_state_dir_still_runs_the_job(tmp_path):
+def _lock_dir_is_a_file(state: Path) -> None:
+    state.mkdir(parents=True, exist_ok=True)
+    (state / "locks").write_text("")
+
+
+def _lock_path_is_a_directory(state: Path) -> None:
+    from jobwrap.store.lock import lock_path
+
+    lock_path(state, "job").mkdir(parents=True)
+
+
+@pytest.mark.parametrize("break_it", [_lock_dir_is_a_file, _lock_path_is_a_directory])
+def test_a_lock_that_cannot_be_taken_skips_the_run_as_flock_n_would(state_dir, tmp_path,
+                                                                    break_it):
+    break_it(state_dir)
+    marker = tmp_path / "ran"
+    result = jobwrap("run", "--lock=job", "--", "touch", str(marker))
+    assert result.returncode == 75 and not marker.exists()
+    lines = result.stderr.decode().splitlines()
+    assert len(lines) == 1 and "cannot take lock 'job'" in lines[0], lines
+    record = json.loads(jobwrap("show", "--json").stdout)
+    assert record["skipped"] and "cannot take lock" in record["skipped"]
+
+
+def test_a_lock_in_an_unusable_state_dir_skips_the_run(tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("")
     result = jobwrap("run", "--lock", "--", "sh", "-c", "echo ran; exit 3",
                      env={"JOBWRAP_STATE_DIR": str(blocker / "state")})
-    assert result.returncode == 3 and result.stdout == b"ran\n"
-    assert b"running without it" in result.stderr
+    assert result.returncode == 75 and result.stdout == b""
+    assert b"cannot take lock" in result.stderr
 
 
 def test_lock_wait_without_lock_is_a_usage_error(tmp_path):

@@ -262,3 +262,22 @@ def test_longest_gap_counts_dst_as_elapsed_time() -> None:
     six_hourly = parse_schedule("CRON_TZ=Europe/Paris 0 */6 * * *")
     assert six_hourly.longest_gap(start) == timedelta(hours=7)  # 00:00 CEST to 06:00 CET
     assert parse_schedule("0 */6 * * *", tz="UTC").longest_gap(start) == timedelta(hours=6)
+
+
+def test_next_from_a_given_time_shows_the_weekday() -> None:
+    from tests.helpers import jobwrap
+
+    result = jobwrap("next", "CRON_TZ=Europe/Paris 30 2 * * *", "--from", "2024-03-30T12:00",
+                     "-n", "2")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.decode().splitlines() == [
+        "2024-03-31 03:00:00+02:00 Sun", "2024-04-01 02:30:00+02:00 Mon",
+    ]
+    utc_start = jobwrap("next", "CRON_TZ=Europe/Paris 0 9 * * *", "--from",
+                        "2024-01-01T08:30+00:00", "-n", "1")
+    assert utc_start.stdout.decode() == "2024-01-02 09:00:00+01:00 Tue\n"  # 09:30 Paris: past
+    bad = jobwrap("next", "@daily", "--from", "yesterday")
+    assert bad.returncode == 2
+    assert bad.stderr.decode() == (
+        "jobwrap: --from 'yesterday' is not an ISO 8601 time (e.g. 2024-03-31T01:30)\n"
+    )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo
 
 import pytest
 
@@ -69,3 +70,20 @@ def test_an_update_keeps_the_next_time_of_known_jobs_and_drops_removed_ones() ->
     assert [d.key for d in tick.due] == [("a",)]
     scheduler.update({("b",): daily}, T0 + timedelta(hours=1))
     assert scheduler.next_time() == T0 + timedelta(days=1) - timedelta(hours=10)
+
+
+def test_on_the_night_clocks_go_back_the_earliest_instant_comes_first() -> None:
+    # Paris, 2024-10-27: 02:50 CEST (00:50 UTC) comes before 02:10 CET (01:10 UTC), though
+    # its wall clock is later; comparing wall clocks would start the first job 20 min late.
+    paris = ZoneInfo("Europe/Paris")
+    now = datetime(2024, 10, 27, 0, 45, tzinfo=UTC)
+    first = parse_schedule("50 2 * * *", "Europe/Paris")  # fixed time: first pass only
+    second = parse_schedule("10 * * * *", "Europe/Paris")  # wildcard hour: both passes
+    scheduler = Scheduler()
+    scheduler.update({("first",): first, ("second",): second}, now)
+    expected = datetime(2024, 10, 27, 2, 50, tzinfo=paris)  # fold=0: CEST
+    assert scheduler.next_time() == expected
+    assert scheduler.next_time().utcoffset() == timedelta(hours=2)
+    tick = scheduler.advance(datetime(2024, 10, 27, 0, 50, tzinfo=UTC))
+    assert [d.key for d in tick.due] == [("first",)]
+    assert scheduler.next_time().astimezone(UTC) == datetime(2024, 10, 27, 1, 10, tzinfo=UTC)

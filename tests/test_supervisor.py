@@ -39,7 +39,7 @@ def test_check_only_exit_status(tmp_path: Path, capsys: pytest.CaptureFixture[st
     assert run_cron(good, check_only=True) == 0
     assert "backup.sh" in capsys.readouterr().out
     assert run_cron(bad, check_only=True) == 1
-    assert run_cron(empty, check_only=True) == 1
+    assert run_cron(empty, check_only=True) == 0  # nothing to run is not an error (cronie)
     with pytest.raises(ConfigError, match="cannot read crontab"):
         run_cron(tmp_path / "missing", check_only=True)
 
@@ -317,6 +317,24 @@ def test_sighup_reloads_the_file_and_keeps_running_jobs(cron) -> None:
     assert supervised.stop() == 0
 
 
+@pytest.mark.parametrize("policy", ["skip", "replace"])
+def test_a_reload_that_changes_an_assignment_keeps_the_running_instance(cron, policy) -> None:
+    job = "sleep 30; echo done"
+    supervised = cron(f"A=1\n# jobwrap: overlap={policy}\n* * * * * * {job}\n", grace_s=0.5)
+    first = supervised.event("start", line=3)
+    supervised.crontab.write_text(f"A=2\n# jobwrap: overlap={policy}\n* * * * * * {job}\n")
+    supervised.proc.send_signal(signal.SIGHUP)
+    supervised.event("reload")
+    event = supervised.event(policy, line=3)  # the new key still sees the running one
+    if policy == "skip":
+        assert event["running_pid"] == first["pid"]
+        assert len(supervised.matching("start", line=3)) == 1
+    else:
+        assert event["pid"] == first["pid"]
+        supervised.event("exit", pid=first["pid"])
+    assert supervised.stop(signal.SIGINT) == 0
+
+
 def test_a_reload_with_nothing_valid_keeps_the_previous_jobs(cron) -> None:
     supervised = cron("* * * * * * echo still-here\n")
     supervised.event("ready")
@@ -349,6 +367,48 @@ def test_no_valid_job_line_is_an_error_before_anything_runs(cron) -> None:
         f"jobwrap: no valid job line in crontab {supervised.crontab}"
     )
     assert supervised.matching("ready") == []
+
+
+def test_assignments_alone_are_supervised_until_a_reload_brings_jobs(cron) -> None:
+    supervised = cron("MAILTO=ops@example.com\nSHELL=/bin/bash\n")
+    assert supervised.event("ready")["jobs"] == 0
+    warning = supervised.event("warning", line=1)
+    assert warning["message"].startswith("MAILTO is ignored: jobwrap cron sends no mail")
+    supervised.crontab.write_text(
+        "SHELL=/bin/bash\n* * * * * * [[ -n $BASH_VERSION ]] && echo under-bash\n"
+    )
+    supervised.proc.send_signal(signal.SIGHUP)
+    assert supervised.event("reload")["jobs"] == 1
+    supervised.event("exit", line=2, exit_status=0)  # /bin/sh would exit 127 on [[
+    supervised.output("under-bash")
+    assert supervised.stop() == 0
+
+
+def test_a_crontab_from_stdin_runs_and_a_reload_keeps_it(tmp_path: Path) -> None:
+    proc = subprocess.Popen(
+        [sys.executable, "-c", "import sys; from jobwrap.cron.supervisor import Supervisor; "
+         "sys.exit(Supervisor('-', log_format='json', allow_seconds=True).run())"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )
+    assert proc.stdin is not None and proc.stderr is not None
+    proc.stdin.write(b"* * * * * * echo from-stdin\n")
+    proc.stdin.close()
+    try:
+        events = (json.loads(line) for line in proc.stderr)
+        assert next(e for e in events if e["event"] == "exit")["exit_status"] == 0
+        proc.send_signal(signal.SIGHUP)
+        error = next(e for e in events if e["event"] == "error")
+        assert "cannot be read again; keeping the previous jobs" in error["message"]
+        assert next(e for e in events if e["event"] == "start")["command"] == "echo from-stdin"
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        assert proc.stdout is not None
+        proc.stdout.close()
+        proc.stderr.close()
 
 
 def test_reboot_lines_run_once_at_start(cron) -> None:

@@ -1,4 +1,4 @@
-"""Settings: where each value comes from, declared once.
+"""Settings: where each value comes from, declared once, resolved once per command.
 
 Precedence, highest first::
 
@@ -12,140 +12,84 @@ Files: the system file ``/etc/jobwrap/config.toml`` (``$JOBWRAP_SYSTEM_CONFIG`` 
 user file ``$JOBWRAP_CONFIG``, else ``$XDG_CONFIG_HOME/jobwrap/config.toml``, else
 ``~/.config/jobwrap/config.toml``.  Secrets may also come from a file named by ``*_TOKEN_FILE`` /
 ``token_file`` (systemd credentials, Kubernetes secrets).
+
+Two kinds of bad value.  One in *what to run* (a duration, a policy, a slug, a path, a file that
+is not valid TOML) is a UsageError/ConfigError: the command stops before it starts.  One in
+*where to report* (a token, a token file, a URL, the ProMonitor budget) never stops anything:
+it lands in :attr:`Settings.problems`, the service it belongs to is off for this command, and
+the command says so in one line (the run keeps its report for ``jobwrap flush``).
 """
 
 from __future__ import annotations
 
 import os
-import re
-import stat
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+import urllib.parse
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-from jobwrap.errors import ConfigError, UsageError
+from jobwrap.config.files import ConfigFile, read_secret, read_toml, system_file, user_file
+from jobwrap.config.files import warn_if_readable as _warn_if_readable
+from jobwrap.config.values import (
+    OutputMode,
+    ReportPolicy,
+    RequireUp,
+    check_token,
+    parse_bool,
+    parse_duration,
+    parse_exit_code,
+    parse_output_mode,
+    parse_path,
+    parse_policy,
+    parse_positive_int,
+    parse_require_up,
+    parse_slug,
+    parse_text,
+    parse_url,
+)
+from jobwrap.errors import ConfigError, JobwrapError, UsageError
 
-SYSTEM_FILE = Path("/etc/jobwrap/config.toml")
-SLUG_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}\Z")
-_DURATION_RE = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
-_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
-REPORT_POLICIES = ("success", "always", "never")
-OUTPUT_MODES = ("live", "on-failure")
-
-
-def parse_duration(text: object, what: str = "duration") -> float:
-    """``90``, ``90s``, ``5m``, ``1h30m``, ``250ms`` → seconds (> 0).  UsageError otherwise."""
-    if isinstance(text, bool):
-        raise UsageError(f"bad {what} {text!r}")
-    if isinstance(text, int | float):
-        seconds = float(text)
-    else:
-        raw = str(text).strip().lower()
-        if re.fullmatch(r"\d+(?:\.\d+)?", raw):
-            seconds = float(raw)
-        elif raw and _DURATION_RE.sub("", raw) == "":
-            seconds = sum(float(n) * _UNITS[u] for n, u in _DURATION_RE.findall(raw))
-        else:
-            raise UsageError(
-                f"bad {what} {text!r}: use seconds or units like 90s, 5m, 1h30m, 250ms"
-            )
-    if not 0 < seconds < 10 * 365 * 86400:
-        raise UsageError(f"bad {what} {text!r}: it must be positive")
-    return seconds
-
-
-def parse_bool(text: object, what: str = "value") -> bool:
-    if isinstance(text, bool):
-        return text
-    raw = str(text).strip().lower()
-    if raw in ("1", "true", "yes", "on"):
-        return True
-    if raw in ("0", "false", "no", "off"):
-        return False
-    raise UsageError(f"bad {what} {text!r}: use true or false")
-
-
-def parse_slug(text: object, what: str = "monitor slug") -> str:
-    raw = str(text).strip()
-    if not SLUG_RE.match(raw):
-        raise UsageError(f"bad {what} {text!r}: letters, digits, '-', '_' and '.' only")
-    return raw
-
-
-def parse_policy(text: object, what: str = "report policy") -> str:
-    raw = str(text).strip().lower()
-    if raw not in REPORT_POLICIES:
-        raise UsageError(f"bad {what} {text!r}: choose success, always or never")
-    return raw
-
-
-def parse_output_mode(text: object, what: str = "output") -> str:
-    raw = str(text).strip().lower().replace("_", "-")
-    if raw not in OUTPUT_MODES:
-        raise UsageError(f"bad {what} {text!r}: choose live or on-failure")
-    return raw
-
-
-def parse_positive_int(text: object, what: str = "number") -> int:
-    try:
-        value = int(str(text).strip())
-    except ValueError:
-        raise UsageError(f"bad {what} {text!r}: a whole number is needed") from None
-    if value <= 0:
-        raise UsageError(f"bad {what} {text!r}: it must be positive")
-    return value
-
-
-def _text(text: object, what: str = "value") -> str:
-    return str(text).strip()
-
-
-def _require_up(text: object, what: str = "require-up") -> str:
-    if isinstance(text, bool):
-        return "on" if text else "off"
-    raw = str(text).strip().lower()
-    aliases = {"true": "on", "yes": "on", "1": "on", "false": "off", "no": "off", "0": "off"}
-    raw = aliases.get(raw, raw)
-    if raw not in ("off", "on", "strict"):
-        raise UsageError(f"bad {what} {text!r}: use on, off or strict")
-    return raw
-
-
-def _exit_code(text: object, what: str = "exit code") -> int:
-    try:
-        value = int(str(text).strip())
-    except ValueError:
-        raise UsageError(f"bad {what} {text!r}: a number from 0 to 255") from None
-    if not 0 <= value <= 255:
-        raise UsageError(f"bad {what} {text!r}: a number from 0 to 255")
-    return value
-
-
-_TOKEN_RE = re.compile(r"[!-~]+\Z")  # printable ASCII, no spaces: what an HTTP header can carry
+IDLEMON = "Idlemon"
+PROMONITOR = "ProMonitor"
 
 
 def _token(text: object, what: str = "token") -> str:
-    """A secret: checked here, before the command starts, and never shown in the message."""
-    raw = str(text).strip()
-    if not raw:
-        raise UsageError(f"{what} is empty")
-    if not _TOKEN_RE.match(raw):
-        raise UsageError(f"{what} holds a space or a character outside printable ASCII: "
-                         "check for a stray character")
-    return raw
+    return check_token(str(text).strip(), what)
 
 
-def _path(text: object, what: str = "path") -> Path:
+def _lock_url(text: object, what: str = "lock URL") -> str:
+    from jobwrap.store.fleet import check_url
+
     raw = str(text).strip()
-    if not raw:
-        raise UsageError(f"bad {what}: empty path")
-    return Path(raw).expanduser()
+    if what.startswith("--") and urllib.parse.urlsplit(raw).password:
+        raise UsageError("--lock-url holds a password: secrets never go on the command line; "
+                         "use $JOBWRAP_LOCK_PASSWORD or [lock] password_file")
+    try:
+        return check_url(raw)
+    except ConfigError as exc:
+        raise UsageError(str(exc)) from None
+
+
+def _masked_url(url: str) -> str:
+    from jobwrap.store.fleet import mask_url
+
+    return mask_url(url)
+
+
+def _lock_unavailable(text: object, what: str = "lock-unavailable") -> Literal["skip", "run"]:
+    raw = str(text).strip().lower()
+    if raw not in ("skip", "run"):
+        raise UsageError(f"bad {what} {text!r}: choose skip (the default) or run")
+    return "skip" if raw == "skip" else "run"
 
 
 @dataclass(frozen=True)
 class Setting:
-    """One setting: its env variable, its place in the files, its default and its parser."""
+    """One setting: its env variable, its place in the files, its default and its parser.
+
+    ``service``: the setting says where to report; a bad value is a problem, not an error.
+    """
 
     name: str
     env: str | None
@@ -154,98 +98,135 @@ class Setting:
     parse: Callable[..., Any]
     per_monitor: bool = False  # may also appear in [monitors.SLUG]
     secret: bool = False
+    service: str | None = None
+    show: Callable[[Any], str] | None = None  # how `jobwrap config` shows it (masking)
 
 
 SETTINGS: tuple[Setting, ...] = (
     Setting("monitor", "JOBWRAP_MONITOR", None, None, parse_slug),
-    Setting("state_dir", "JOBWRAP_STATE_DIR", ("run", "state_dir"), None, _path),
+    Setting("state_dir", "JOBWRAP_STATE_DIR", ("run", "state_dir"), None, parse_path),
     Setting("timeout", None, ("run", "timeout"), None, parse_duration, per_monitor=True),
     Setting("kill_after", None, ("run", "kill_after"), 10.0, parse_duration, per_monitor=True),
     Setting("capture", None, ("run", "capture"), True, parse_bool, per_monitor=True),
-    Setting("report", "JOBWRAP_REPORT", ("run", "report"), "success", parse_policy,
+    Setting("report", "JOBWRAP_REPORT", ("run", "report"), ReportPolicy.SUCCESS, parse_policy,
             per_monitor=True),
     Setting("report_timeout", None, ("run", "report_timeout"), 30.0, parse_duration,
             per_monitor=True),
-    Setting("schedule", None, None, None, _text, per_monitor=True),
+    Setting("schedule", None, None, None, parse_text, per_monitor=True),
     Setting("interval", None, None, None, parse_positive_int, per_monitor=True),
-    Setting("lock", None, None, None, _text, per_monitor=True),
+    Setting("lock", None, None, None, parse_text, per_monitor=True),
     Setting("lock_wait", None, None, None, parse_duration, per_monitor=True),
+    Setting("keep_secrets_env", "JOBWRAP_KEEP_SECRETS_ENV", ("run", "keep_secrets_env"), False,
+            parse_bool, per_monitor=True),
     Setting("idlemon_url", "JOBWRAP_IDLEMON_URL", ("idlemon", "url"),
-            "https://www.idlemon.net/api", _text),
+            "https://www.idlemon.net/api", parse_url, service=IDLEMON),
     Setting("idlemon_token", "JOBWRAP_IDLEMON_TOKEN", ("idlemon", "token"), None, _token,
-            secret=True, per_monitor=True),
-    Setting("idlemon_project", "JOBWRAP_IDLEMON_PROJECT", ("idlemon", "project"), None, _text),
+            secret=True, per_monitor=True, service=IDLEMON),
+    Setting("idlemon_project", "JOBWRAP_IDLEMON_PROJECT", ("idlemon", "project"), None,
+            parse_text),
     Setting("promonitor_url", "JOBWRAP_PROMONITOR_URL", ("promonitor", "url"),
-            "https://promonitor.eu", _text),
+            "https://promonitor.eu", parse_url, service=PROMONITOR),
     Setting("promonitor_token", "JOBWRAP_PROMONITOR_TOKEN", ("promonitor", "token"), None,
-            _token, secret=True),
+            _token, secret=True, service=PROMONITOR),
     Setting("promonitor_rpm", "JOBWRAP_PROMONITOR_RPM", ("promonitor", "requests_per_minute"),
-            2, parse_positive_int),
-    Setting("promonitor", None, None, None, _text, per_monitor=True),
-    Setting("require_up", None, None, None, _require_up, per_monitor=True),
-    Setting("skipped_exit", None, ("run", "skipped_exit"), 75, _exit_code, per_monitor=True),
-    Setting("on_failure", None, ("run", "on_failure"), None, _text, per_monitor=True),
-    Setting("on_success", None, ("run", "on_success"), None, _text, per_monitor=True),
+            2, parse_positive_int, service=PROMONITOR),
+    Setting("promonitor", None, None, None, parse_text, per_monitor=True),
+    Setting("require_up", None, None, None, parse_require_up, per_monitor=True),
+    Setting("skipped_exit", None, ("run", "skipped_exit"), 75, parse_exit_code,
+            per_monitor=True),
+    Setting("lock_url", "JOBWRAP_LOCK_URL", ("lock", "url"), None, _lock_url,
+            show=_masked_url),
+    Setting("lock_password", "JOBWRAP_LOCK_PASSWORD", ("lock", "password"), None, _token,
+            secret=True),
+    Setting("lock_lease", None, ("lock", "lease"), 30.0, parse_duration, per_monitor=True),
+    Setting("lock_unavailable", None, ("lock", "unavailable"), "skip", _lock_unavailable,
+            per_monitor=True),
+    Setting("on_failure", None, ("run", "on_failure"), None, parse_text, per_monitor=True),
+    Setting("on_success", None, ("run", "on_success"), None, parse_text, per_monitor=True),
     Setting("hook_timeout", None, ("run", "hook_timeout"), 60.0, parse_duration,
             per_monitor=True),
-    Setting("output", None, ("run", "output"), "live", parse_output_mode, per_monitor=True),
-    Setting("metrics_dir", "JOBWRAP_METRICS_DIR", ("run", "metrics_dir"), None, _path,
+    Setting("output", None, ("run", "output"), OutputMode.LIVE, parse_output_mode,
+            per_monitor=True),
+    Setting("metrics_dir", "JOBWRAP_METRICS_DIR", ("run", "metrics_dir"), None, parse_path,
             per_monitor=True),
 )
+_BY_NAME = {s.name: s for s in SETTINGS}
+
+# Variables the wrapped command never sees (unless keep_secrets_env): jobwrap's secrets and
+# the files that hold them.
+SECRET_ENV: tuple[str, ...] = tuple(
+    name for s in SETTINGS if s.secret and s.env for name in (s.env, s.env + "_FILE")
+) + ("JOBWRAP_LOCK_URL",)  # a lock URL may hold a password
 
 
 @dataclass(frozen=True)
-class Resolved:
-    """Effective settings: ``values[name]`` and where each came from, ``sources[name]``."""
+class Settings:
+    """The effective settings of one command, with where each came from (``sources``)."""
 
-    values: Mapping[str, Any]
-    sources: Mapping[str, str]
+    monitor: str | None
+    state_dir: Path
+    timeout: float | None
+    kill_after: float
+    capture: bool
+    report: ReportPolicy
+    report_timeout: float
+    schedule: str | None
+    interval: int | None
+    lock: str | None
+    lock_wait: float | None
+    keep_secrets_env: bool
+    idlemon_url: str
+    idlemon_token: str | None
+    idlemon_project: str | None
+    promonitor_url: str
+    promonitor_token: str | None
+    promonitor_rpm: int
+    promonitor: str | None
+    require_up: RequireUp | None
+    skipped_exit: int
+    lock_url: str | None
+    lock_password: str | None
+    lock_lease: float
+    lock_unavailable: Literal["skip", "run"]
+    on_failure: str | None
+    on_success: str | None
+    hook_timeout: float
+    output: OutputMode
+    metrics_dir: Path | None
+    sources: Mapping[str, str] = field(default_factory=dict)
     metas: Mapping[str, str] = field(default_factory=dict)  # from the monitor's section
     counts: Mapping[str, str] = field(default_factory=dict)
     warnings: tuple[str, ...] = ()
+    problems: Mapping[str, str] = field(default_factory=dict)  # name → why it is unusable
+    files: tuple[ConfigFile, ...] = field(default=(), repr=False, compare=False)
+    env: Mapping[str, str] = field(default_factory=dict, repr=False, compare=False)
 
-    def __getitem__(self, name: str) -> Any:
-        return self.values[name]
+    def problem(self, service: str) -> str | None:
+        """Why ``service`` (IDLEMON or PROMONITOR) cannot be used, or None."""
+        return next((self.problems[s.name] for s in SETTINGS
+                     if s.service == service and s.name in self.problems), None)
+
+    def for_monitor(self, slug: str) -> Settings:
+        """A monitor's settings, from the files already loaded (they are not read again)."""
+        return resolve({"monitor": slug}, self.env, list(self.files))
+
+    def configured_monitors(self) -> list[str]:
+        """Slugs that have a [monitors.SLUG] section in any config file."""
+        return sorted({slug for f in self.files for slug in f.data.get("monitors", {})})
 
 
-@dataclass(frozen=True)
-class ConfigFile:
-    path: Path
-    data: Mapping[str, Any]
-
-
-def user_file(env: Mapping[str, str]) -> Path:
-    if env.get("JOBWRAP_CONFIG"):
-        return Path(env["JOBWRAP_CONFIG"])
-    base = env.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
-    return Path(base) / "jobwrap" / "config.toml"
-
-
-def system_file(env: Mapping[str, str]) -> Path:
-    return Path(env.get("JOBWRAP_SYSTEM_CONFIG") or SYSTEM_FILE)
+_SETTING_FIELDS = frozenset(f.name for f in fields(Settings)) & frozenset(_BY_NAME)
 
 
 def load_file(path: Path, required: bool = False) -> ConfigFile | None:
-    """Read one TOML file; a missing optional file is None, a broken one a ConfigError."""
-    try:
-        raw = path.read_bytes()
-    except FileNotFoundError:
-        if required:
-            raise ConfigError(f"config file {path} does not exist") from None
-        return None
-    except OSError as exc:
-        raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
-    import tomllib
-
-    try:
-        data = tomllib.loads(raw.decode("utf-8"))
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
-    _check_shape(path, data)
-    return ConfigFile(path, data)
+    """Read one config file and check its sections and keys; None if optional and missing."""
+    loaded = read_toml(path, required)
+    if loaded is not None:
+        _check_shape(path, loaded.data)
+    return loaded
 
 
-_SECTIONS = {"run", "idlemon", "promonitor", "monitors"}
+_SECTIONS = {"run", "idlemon", "promonitor", "lock", "monitors"}
 
 
 def _check_shape(path: Path, data: Mapping[str, Any]) -> None:
@@ -260,10 +241,9 @@ def _check_shape(path: Path, data: Mapping[str, Any]) -> None:
             raise ConfigError(f"config file {path}: [{name}] must be a table")
     known_keys: dict[str, set[str]] = {s.file_key[0]: set() for s in SETTINGS if s.file_key}
     for s in SETTINGS:
-        if s.file_key:
-            known_keys[s.file_key[0]].add(s.file_key[1])
-    for section in ("idlemon", "promonitor"):
-        known_keys[section].add("token_file")
+        if s.file_key:  # a secret may instead be read from a file: token_file, password_file
+            suffixes = ("", "_file") if s.secret else ("",)
+            known_keys[s.file_key[0]].update(s.file_key[1] + x for x in suffixes)
     for section, keys in known_keys.items():
         extra = set(data.get(section, {})) - keys
         if extra:
@@ -293,23 +273,43 @@ def resolve(
     flags: Mapping[str, Any],
     env: Mapping[str, str] | None = None,
     files: list[ConfigFile] | None = None,
-) -> Resolved:
-    """Apply the precedence to every setting.  ``flags`` holds only flags given (not None)."""
+) -> Settings:
+    """Apply the precedence to every setting.  ``flags`` holds only flags given (not None);
+    a name that is no setting is a bug in the caller, and fails loudly (ValueError)."""
+    unknown = set(flags) - _SETTING_FIELDS
+    if unknown:
+        raise ValueError(f"no such setting: {', '.join(sorted(unknown))}")
     env = os.environ if env is None else env
     files = load_files(env) if files is None else files
     values: dict[str, Any] = {}
     sources: dict[str, str] = {}
     warnings: list[str] = []
+    problems: dict[str, str] = {}
     for setting in SETTINGS:
-        value, source = _lookup(setting, flags, env, files, values.get("monitor"), warnings)
+        try:
+            value, source = _lookup(setting, flags, env, files, values.get("monitor"), warnings)
+        except JobwrapError as exc:
+            if setting.service is None:
+                raise
+            value, source = setting.default, "unusable"
+            problems[setting.name] = str(exc)
         values[setting.name] = value
         sources[setting.name] = source
     if values["state_dir"] is None:
-        from jobwrap.store.history import default_state_dir
-
-        values["state_dir"] = default_state_dir(env)
+        values["state_dir"] = _default_state_dir(env)
     metas, counts = _monitor_patterns(files, values["monitor"])
-    return Resolved(values, sources, metas, counts, tuple(warnings))
+    return Settings(**values, sources=sources, metas=metas, counts=counts,
+                    warnings=tuple(warnings), problems=problems, files=tuple(files), env=env)
+
+
+def _default_state_dir(env: Mapping[str, str]) -> Path:
+    from jobwrap.store.history import default_state_dir
+
+    try:
+        return default_state_dir(env)
+    except RuntimeError:  # no home directory to put it in
+        raise ConfigError("cannot find the home directory for the state dir: set "
+                          "JOBWRAP_STATE_DIR") from None
 
 
 def _lookup(setting, flags, env, files, monitor, warnings) -> tuple[Any, str]:
@@ -320,7 +320,7 @@ def _lookup(setting, flags, env, files, monitor, warnings) -> tuple[Any, str]:
         return setting.parse(env[setting.env], f"${setting.env}"), "env " + setting.env
     if setting.secret and setting.env and env.get(setting.env + "_FILE"):
         path = Path(env[setting.env + "_FILE"])
-        return _read_secret(path, warnings), f"file {path} (${setting.env}_FILE)"
+        return read_secret(path, warnings), f"file {path} (${setting.env}_FILE)"
     for scope in _file_scopes(setting, files, monitor):
         found = _from_file(setting, scope, warnings, what)
         if found is not None:
@@ -328,7 +328,7 @@ def _lookup(setting, flags, env, files, monitor, warnings) -> tuple[Any, str]:
     return setting.default, "default"
 
 
-def _file_scopes(setting, files, monitor):
+def _file_scopes(setting, files, monitor) -> Iterator[tuple[ConfigFile, str, Mapping]]:
     """(file, section name, table) in precedence order for one setting."""
     if setting.per_monitor and monitor:
         for f in files:
@@ -354,35 +354,11 @@ def _from_file(setting, scope, warnings, what):
         if setting.secret:
             _warn_if_readable(f.path, warnings)
         return value, where
-    file_key = key + "_file" if section.startswith("monitors.") else "token_file"
+    file_key = key + "_file"
     if setting.secret and file_key in table:
         path = Path(str(table[file_key]))
-        return _read_secret(path, warnings), f"file {path} ({where} {file_key})"
+        return read_secret(path, warnings), f"file {path} ({where} {file_key})"
     return None
-
-
-def _read_secret(path: Path, warnings: list[str]) -> str:
-    try:
-        value = path.read_text(encoding="utf-8").strip()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"cannot read the secret file {path}: {exc}") from None
-    try:
-        value = _token(value, f"the secret in {path}")
-    except UsageError as exc:
-        raise ConfigError(str(exc)) from None
-    _warn_if_readable(path, warnings)
-    return value
-
-
-def _warn_if_readable(path: Path, warnings: list[str]) -> None:
-    try:
-        mode = path.stat().st_mode
-    except OSError:
-        return
-    if mode & (stat.S_IRWXG | stat.S_IRWXO):
-        warnings.append(
-            f"{path} holds a token and is readable by group or others: chmod 600 {path}"
-        )
 
 
 def _monitor_patterns(files, monitor) -> tuple[dict[str, str], dict[str, str]]:
@@ -405,6 +381,13 @@ def _monitor_patterns(files, monitor) -> tuple[dict[str, str], dict[str, str]]:
     return metas, counts
 
 
+def child_environment(settings: Settings) -> dict[str, str] | None:
+    """The wrapped command's environment: jobwrap's, without its secrets (None: unchanged)."""
+    if settings.keep_secrets_env or not any(name in settings.env for name in SECRET_ENV):
+        return None
+    return {k: v for k, v in settings.env.items() if k not in SECRET_ENV}
+
+
 def mask(secret: str | None) -> str:
     """Show that a secret is set without showing it (the same rule as request dumps)."""
     if not secret:
@@ -414,27 +397,32 @@ def mask(secret: str | None) -> str:
     return mask_secret(secret)
 
 
-def describe(resolved: Resolved, as_json: bool = False) -> str:
-    """The effective settings with their sources; secrets masked."""
-    import json
+@dataclass(frozen=True)
+class ConfigRow:
+    """One line of ``jobwrap config``: the value as shown (secrets masked) and its source."""
 
+    name: str
+    value: str
+    source: str
+    problem: str | None = None
+
+
+def describe(settings: Settings) -> list[ConfigRow]:
+    """The effective settings with their sources; secrets masked.  Data: views render it."""
     rows = []
     for setting in SETTINGS:
-        value = resolved.values[setting.name]
-        shown = mask(value) if setting.secret else ("-" if value is None else str(value))
-        rows.append((setting.name, shown, resolved.sources[setting.name]))
-    for kind, table in (("meta", resolved.metas), ("count", resolved.counts)):
+        value = getattr(settings, setting.name)
+        problem = settings.problems.get(setting.name)
+        if problem:
+            shown = "(unusable)"
+        elif setting.secret:
+            shown = mask(value)
+        elif setting.show is not None and value is not None:
+            shown = setting.show(value)
+        else:
+            shown = "-" if value is None else str(value)
+        rows.append(ConfigRow(setting.name, shown, settings.sources[setting.name], problem))
+    for kind, table in (("meta", settings.metas), ("count", settings.counts)):
         for name, pattern in table.items():
-            rows.append((f"{kind}.{name}", pattern, "config file"))
-    if as_json:
-        return json.dumps([{"name": n, "value": v, "source": s} for n, v, s in rows],
-                          indent=2) + "\n"
-    width = max(len(n) for n, _, _ in rows)
-    vwidth = min(48, max(len(v) for _, v, _ in rows))
-    return "".join(f"{n.ljust(width)}  {v.ljust(vwidth)}  {s}\n" for n, v, s in rows)
-
-
-def configured_monitors(env: Mapping[str, str] | None = None) -> list[str]:
-    """Slugs that have a [monitors.SLUG] section in any config file."""
-    files = load_files(os.environ if env is None else env)
-    return sorted({slug for f in files for slug in f.data.get("monitors", {})})
+            rows.append(ConfigRow(f"{kind}.{name}", pattern, "config file"))
+    return rows

@@ -16,7 +16,10 @@ the system cron and ``jobwrap cron`` unchanged:
   not run than run at the wrong hour.  ``TZ=`` is only passed to jobs, as in cronie.
 * An entry is five time fields (or one ``@alias``, including ``@reboot``) then the shell
   command.  With ``allow_seconds=True`` every field-based entry has six fields, seconds
-  first (see :mod:`jobwrap.schedule`); that mode exists for tests.
+  first (see :mod:`jobwrap.schedule`); that mode exists for tests.  A command whose first
+  word reads as a time field (``*``, ``*/N``, ``N-M``, ``N,M``, a number) makes the line bad:
+  it was written for a 6- or 7-field cron (supercronic's seconds or years), and run as it
+  stands its ``*`` would be a shell glob.  So does a NUL byte anywhere in a line.
 * ``%`` works as in cronie: the first unescaped ``%`` ends the command, and the rest becomes
   the command's stdin, each further unescaped ``%`` turned into a newline and a final newline
   added; ``\%`` is a literal ``%`` (other backslashes are kept).  Copying a line from the
@@ -27,6 +30,7 @@ the system cron and ``jobwrap cron`` unchanged:
 from __future__ import annotations
 
 import re
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,9 +39,14 @@ from types import MappingProxyType
 from jobwrap.errors import ConfigError, UsageError
 from jobwrap.schedule import Schedule, load_zone, parse_schedule
 
+STDIN = "-"  # the path that means "read the crontab from stdin", as crontab(1) takes it
 _ASSIGNMENT = re.compile(r"([^\s=]+)\s*=\s*(.*)", re.DOTALL)
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 _PERCENT_TOKEN = re.compile(r"(\\.|%)", re.DOTALL)  # a backslash pair, or a bare %
+# A command word that reads as a time field (``*``, ``*/N``, ``N-M``, ``N,M``, a number): the
+# line had more fields than we read, and running it would run ``*`` (a glob) as a command.
+_FIELD_ITEM = r"(?:\*|\d+(?:-\d+)?)(?:/\d+)?"
+_FIELD_LIKE = re.compile(rf"{_FIELD_ITEM}(?:,{_FIELD_ITEM})*", re.ASCII)
 
 
 @dataclass(frozen=True)
@@ -75,7 +84,8 @@ class Crontab:
 
     ``env`` is every assignment in the file, the last value winning -- for display: each
     entry carries the assignments that apply to it.  ``tz`` is the ``CRON_TZ`` in effect at
-    the end of the file; each entry's zone is ``entry.schedule.tz``.
+    the end of the file; each entry's zone is ``entry.schedule.tz``.  ``assignments`` lists
+    every valid assignment as ``(line_no, name, value)``, in file order.
     """
 
     source: str
@@ -83,6 +93,7 @@ class Crontab:
     errors: tuple[LineError, ...]
     env: Mapping[str, str] = field(default_factory=dict, hash=False)
     tz: str | None = None
+    assignments: tuple[tuple[int, str, str], ...] = ()
 
 
 def parse_crontab(text: str, source: str = "<crontab>", *, allow_seconds: bool = False) -> Crontab:
@@ -99,10 +110,17 @@ def read_crontab(path: str | Path, *, allow_seconds: bool = False) -> Crontab:
 
 
 def read_crontab_text(path: str | Path) -> str:
-    """A crontab file's text; ConfigError when it cannot be read as UTF-8 text."""
-    try:
-        return Path(path).read_text(encoding="utf-8")
-    except OSError as exc:
+    """A crontab file's text (``-``: stdin); ConfigError when it cannot be read as UTF-8 text."""
+    from jobwrap.config.files import CONFIG_LIMIT, read_bounded
+
+    try:  # bounded, and never blocks on a FIFO or /dev/zero
+        if str(path) == STDIN:
+            data = sys.stdin.buffer.read(CONFIG_LIMIT + 1)
+            if len(data) > CONFIG_LIMIT:
+                raise ConfigError(f"crontab on stdin is larger than {CONFIG_LIMIT // 1024} KiB")
+            return data.decode("utf-8")
+        return read_bounded(Path(path), "crontab").decode("utf-8")
+    except FileNotFoundError as exc:
         raise ConfigError(f"cannot read crontab {path}: {exc.strerror}") from None
     except UnicodeDecodeError:
         raise ConfigError(f"crontab {path} is not UTF-8 text") from None
@@ -134,11 +152,14 @@ class _Parser:
         self.bad_tz_line: int | None = None  # a CRON_TZ line that named no known zone
         self.entries: list[CronEntry] = []
         self.errors: list[LineError] = []
+        self.assignments: list[tuple[int, str, str]] = []
 
     def feed(self, line_no: int, line: str) -> None:
         if not line or line.startswith("#"):
             return
         try:
+            if "\0" in line:  # no command, argument or environment value can hold one
+                raise UsageError("a NUL byte in the line")
             assignment = _ASSIGNMENT.fullmatch(line)
             if assignment:
                 self._assign(line_no, assignment.group(1), _unquote(assignment.group(2)))
@@ -154,6 +175,7 @@ class _Parser:
             tuple(self.errors),
             MappingProxyType(dict(self.env)),
             self.tz,
+            tuple(self.assignments),
         )
 
     def _assign(self, line_no: int, name: str, value: str) -> None:
@@ -162,6 +184,7 @@ class _Parser:
         if name == "CRON_TZ":
             self._set_zone(line_no, value)
         self.env[name] = value
+        self.assignments.append((line_no, name, value))
 
     def _set_zone(self, line_no: int, value: str) -> None:
         if value and any(char.isspace() for char in value):
@@ -187,6 +210,15 @@ class _Parser:
         schedule = parse_schedule(
             " ".join(parts[:field_count]), self.tz, allow_seconds=self.allow_seconds
         )
+        first_word = parts[field_count].split(None, 1)[0]
+        if _FIELD_LIKE.fullmatch(first_word):
+            counts = (
+                "an @alias takes no fields" if field_count == 1
+                else f"{field_count + 1} or {field_count + 2} fields? jobwrap reads {field_count}"
+            )
+            raise UsageError(
+                f"the command starts with {first_word!r}, which looks like a time field ({counts})"
+            )
         command, stdin = split_percent(parts[field_count])
         if not command.strip():
             raise UsageError(f"empty command before '%': {line!r}")

@@ -61,8 +61,12 @@ class Scheduler:
         self._last_now = self._last_now or now
 
     def next_time(self) -> datetime | None:
-        """The earliest next fire time, None without jobs."""
-        return min(self._next.values(), default=None)
+        """The earliest next fire time, None without jobs.
+
+        Compared as instants: datetimes sharing a ZoneInfo compare by wall clock, ignoring
+        ``fold``, so on the night clocks go back 02:10 CET would look earlier than 02:50 CEST.
+        """
+        return min(self._next.values(), key=_instant, default=None)
 
     def advance(self, now: datetime) -> Tick:
         rewound = self._rewound(now)
@@ -70,15 +74,20 @@ class Scheduler:
             self._next = {k: s.next_after(now) for k, s in self._schedules.items()}
         due = []
         for key, fire in self._next.items():
-            if fire <= now:
+            if _instant(fire) <= _instant(now):
                 schedule = self._schedules[key]
-                due.append(Due(key, fire, catch_up=schedule.next_after(fire) <= now))
+                caught_up = _instant(schedule.next_after(fire)) <= _instant(now)
+                due.append(Due(key, fire, catch_up=caught_up))
                 self._next[key] = schedule.next_after(now)
-        due.sort(key=lambda d: d.fire_time)
+        due.sort(key=lambda d: _instant(d.fire_time))
         return Tick(tuple(due), rewound)
 
     def _rewound(self, now: datetime) -> float | None:
         last, self._last_now = self._last_now, now
-        if last is not None and now < last - self.rewind_reset:
+        if last is not None and _instant(now) < _instant(last - self.rewind_reset):
             return (now - last).total_seconds()
         return None
+
+
+def _instant(moment: datetime) -> float:
+    return moment.timestamp()

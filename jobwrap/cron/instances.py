@@ -16,7 +16,15 @@ from datetime import datetime, timedelta
 
 from jobwrap.cron.due import Due
 from jobwrap.cron.eventlog import EventLog, iso_utc
-from jobwrap.cron.launch import JobProcess, exit_fields, job_argv, job_environment, signal_session
+from jobwrap.cron.launch import (
+    JobProcess,
+    exit_fields,
+    is_jobwrap_run,
+    job_argv,
+    job_environment,
+    job_shell,
+    signal_session,
+)
 from jobwrap.cron.table import CronJob, JobKey
 from jobwrap.process import tree as proctree
 
@@ -81,6 +89,34 @@ class RunningJobs:
                 del self.replacing[key]
                 self.launch(by_key[key], due)
 
+    def reattach(self, jobs: Iterable[CronJob]) -> None:
+        """After a reload, keep each running instance attached to its job.
+
+        A job's key includes the assignments above it, so an edited ``A=1`` line gives the
+        jobs below it new keys; an instance (or pending replacement) whose key is gone is
+        handed to the one new job with the same schedule, command and stdin, so ``skip`` and
+        ``replace`` still see it running.
+        """
+        by_key = {job.key: job for job in jobs}
+        by_lineage: dict[JobKey, list[CronJob]] = {}
+        for job in by_key.values():
+            by_lineage.setdefault(_lineage(job.key), []).append(job)
+
+        def successor(key: JobKey) -> CronJob | None:
+            if key in by_key:
+                return None
+            candidates = by_lineage.get(_lineage(key), [])
+            return candidates[0] if len(candidates) == 1 else None
+
+        for proc in self.running.values():
+            new = successor(proc.job.key)
+            if new is not None:
+                proc.job = new
+        for key in list(self.replacing):
+            new = successor(key)
+            if new is not None:
+                self.replacing[new.key] = self.replacing.pop(key)
+
     def keep_replacements(self, keys: set[JobKey]) -> None:
         """Drop pending replacements of jobs not in ``keys`` (removed by a reload)."""
         for key in [k for k in self.replacing if k not in keys]:
@@ -88,11 +124,14 @@ class RunningJobs:
 
     def launch(self, job: CronJob, due: Due | None) -> None:
         """Start a run of ``job`` (``due`` None for @reboot); a failure is logged."""
-        argv = job_argv(job.entry.command, self.jobwrap_argv)
-        env = job_environment(job.entry.env, self.env)
+        command, entry_env = job.entry.command, job.entry.env
         try:
+            argv = job_argv(command, self.jobwrap_argv, job_shell(entry_env))
+            env = job_environment(entry_env, self.env, plain_line=not is_jobwrap_run(command))
             proc = JobProcess.spawn(job, argv, env, self.monotonic())
-        except OSError as exc:
+        except (OSError, ValueError) as exc:
+            # One line never stops the supervisor (PID 1 in a container): ValueError is an
+            # argv or environment that cannot be passed to exec (a NUL byte, say).
             self.log.emit("error", line=job.line_no, message=f"cannot start: {exc}")
             return
         self.running[proc.pid] = proc
@@ -180,3 +219,8 @@ class RunningJobs:
                     pass
             psutil.wait_procs(alive, timeout=1.0)
         proctree.reap_orphans()
+
+
+def _lineage(key: JobKey) -> JobKey:
+    """A job key without its assignments: schedule, command and stdin (see table.parse_jobs)."""
+    return key[:3]

@@ -6,14 +6,18 @@ says), so metas, history and reporting apply exactly as on a crontab line prefix
 
 * ``jobwrap run OPTIONS -- CMD ...`` (first word ``jobwrap`` or a path ending in
   ``/jobwrap``), written as plain words: run as ``jobwrap run OPTIONS -- CMD ...``;
-* any other command: ``jobwrap run -- /bin/sh -c 'COMMAND'``;
+* any other command: ``jobwrap run -- SHELL -c 'COMMAND'``;
 * a ``jobwrap run`` line that uses shell syntax (redirections, pipes, ``$VAR``, globs,
-  ``;``...): ``/bin/sh -c 'COMMAND'`` as written, so the shell does what cron's would and the
+  ``;``...): ``SHELL -c 'COMMAND'`` as written, so the shell does what cron's would and the
   ``jobwrap`` on ``PATH`` records it (wrapping it again would record every run twice).
 
-Each job gets the supervisor's environment without ``NOTIFY_SOCKET``/``WATCHDOG_*``, with the
-crontab's assignments above its line laid over it; its stdin is the line's ``%`` text, or
-/dev/null.  Its stdout and stderr are the supervisor's, unchanged.
+``SHELL`` is the crontab's ``SHELL=`` assignment above the line, else ``/bin/sh``, as in cron
+(the supervisor's own ``$SHELL`` does not count, as cron ignores the login shell).
+
+Each job gets the supervisor's environment without ``NOTIFY_SOCKET``/``WATCHDOG_*`` (and,
+for a plain line, without ``JOBWRAP_MONITOR``), with the crontab's assignments above its line
+laid over it; its stdin is the line's ``%`` text, or /dev/null.  Its stdout and stderr are the
+supervisor's, unchanged.
 
 Each job leads a session of its own (``setsid``): its tree is the processes of that session
 among the supervisor's descendants (the supervisor is a subreaper), and Ctrl-C in a terminal
@@ -34,20 +38,41 @@ from jobwrap.cron.table import CronJob
 from jobwrap.errors import ExitStatus
 from jobwrap.process import tree as proctree
 
+DEFAULT_SHELL = "/bin/sh"
+MONITOR_VARIABLE = "JOBWRAP_MONITOR"
 _SHELL_CHARS = frozenset("|&;<>()$`*?[]{}~#")
 _SMALL_STDIN = 4096  # a pipe always holds this much: the write cannot block
 
 
-def job_argv(command: str, jobwrap_argv: Sequence[str]) -> list[str]:
-    """The argv that runs a crontab command under ``jobwrap run`` (see the module doc)."""
-    shell = _uses_shell_syntax(command)
-    words = command.split() if shell else shlex.split(command)
-    is_jobwrap_run = len(words) >= 2 and Path(words[0]).name == "jobwrap" and words[1] == "run"
-    if is_jobwrap_run and not shell:
-        return [*jobwrap_argv, "run", *words[2:]]
-    if is_jobwrap_run:
-        return ["/bin/sh", "-c", command]
-    return [*jobwrap_argv, "run", "--", "/bin/sh", "-c", command]
+def job_argv(command: str, jobwrap_argv: Sequence[str], shell: str = DEFAULT_SHELL) -> list[str]:
+    """The argv that runs a crontab command under ``jobwrap run`` (see the module doc).
+
+    ``shell`` is the crontab's ``SHELL`` for this line (cron's default, ``/bin/sh``).
+    """
+    arguments = run_arguments(command)
+    if arguments is not None:
+        return [*jobwrap_argv, "run", *arguments]
+    if is_jobwrap_run(command):
+        return [shell, "-c", command]
+    return [*jobwrap_argv, "run", "--", shell, "-c", command]
+
+
+def run_arguments(command: str) -> list[str] | None:
+    """The arguments after ``jobwrap run`` of a plain-words ``jobwrap run`` line, else None."""
+    if _uses_shell_syntax(command) or not is_jobwrap_run(command):
+        return None
+    return shlex.split(command)[2:]
+
+
+def is_jobwrap_run(command: str) -> bool:
+    """Whether the line's first words are ``jobwrap run`` (or ``/path/to/jobwrap run``)."""
+    words = command.split(None, 2)
+    return len(words) >= 2 and Path(words[0]).name == "jobwrap" and words[1] == "run"
+
+
+def job_shell(entry_env: Mapping[str, str]) -> str:
+    """The shell a line runs under: the crontab's ``SHELL`` above it, else ``/bin/sh`` (cron)."""
+    return entry_env.get("SHELL") or DEFAULT_SHELL
 
 
 def _uses_shell_syntax(text: str) -> bool:
@@ -74,9 +99,17 @@ def _uses_shell_syntax(text: str) -> bool:
     return quote is not None or escaped  # unbalanced: let the shell report it
 
 
-def job_environment(entry_env: Mapping[str, str], base: Mapping[str, str]) -> dict[str, str]:
-    """The supervisor's environment minus the notify variables, with the crontab's on top."""
-    env = {k: v for k, v in base.items() if k not in sdnotify.NOTIFY_VARIABLES}
+def job_environment(
+    entry_env: Mapping[str, str], base: Mapping[str, str], *, plain_line: bool = False
+) -> dict[str, str]:
+    """The supervisor's environment minus the notify variables, with the crontab's on top.
+
+    A plain line (not ``jobwrap run``) does not inherit ``$JOBWRAP_MONITOR`` from the
+    supervisor: it records history and reports to no monitor, unless the crontab itself
+    assigns ``JOBWRAP_MONITOR`` above it.
+    """
+    dropped = {*sdnotify.NOTIFY_VARIABLES, *((MONITOR_VARIABLE,) if plain_line else ())}
+    env = {k: v for k, v in base.items() if k not in dropped}
     env.update(entry_env)
     return env
 

@@ -24,7 +24,9 @@ Signals:
   reaches the supervisor only, which then applies this rule.
 * SIGHUP: re-read the file; bad lines are reported and skipped, good ones (re)scheduled; a job
   unchanged by the edit keeps its next time, running jobs keep running.  A file that cannot be
-  read, or holds no valid job line, keeps the previous jobs (``event=error``).
+  read, or holds bad lines and no valid job line, keeps the previous jobs (``event=error``); a
+  file of assignments alone removes every job.  A crontab read from stdin (``-``) cannot be
+  re-read: a SIGHUP keeps its jobs (``event=error``).
 
 The supervisor is a *child subreaper* (PID 1 is one already): orphaned descendants of jobs are
 re-parented to it and reaped on SIGCHLD, so no zombies pile up.  A job's tree is the processes
@@ -35,8 +37,13 @@ systemd (``Type=notify``): ``READY=1`` once scheduling has started, ``WATCHDOG=1
 ``STOPPING=1`` on stop.
 
 Exit status: 0 after a stop by signal; 2 (a ConfigError raised before anything runs) when the
-crontab cannot be read or holds no valid job line.  ``--check``: 0 when every line is good and
-there is at least one job, 1 otherwise (each job's next fire time and each bad line printed).
+crontab cannot be read or holds bad lines and no valid job line.  A crontab with no job and no
+bad line (assignments only) is supervised: the loop idles until a reload brings jobs.
+``--check`` (:mod:`jobwrap.cron.check`): 0 when no line is bad, 1 otherwise.
+
+No line can stop the supervisor: a job that cannot be started or fired is an ``error`` event
+naming its line, and the loop goes on.  Assignments jobwrap does not act on (``MAILTO``) are a
+``warning`` event at start and at each reload.
 
 Testing: ``$JOBWRAP_CRON_SECONDS=1`` makes every field-based line take six fields, seconds
 first, so tests can fire every second.  It exists for tests only.
@@ -53,12 +60,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TextIO
 
-from jobwrap.config.settings import parse_bool
+from jobwrap.config.values import parse_bool
 from jobwrap.cron import sdnotify
+from jobwrap.cron.check import RunValidator, check, ignored_variables
+from jobwrap.cron.crontab import STDIN
 from jobwrap.cron.due import Scheduler
 from jobwrap.cron.eventlog import EventLog, utc_now
 from jobwrap.cron.instances import RunningJobs
-from jobwrap.cron.table import CronJob, JobTable, check, load_jobs
+from jobwrap.cron.table import CronJob, JobTable, load_jobs
 from jobwrap.cron.wakeup import Wakeup
 from jobwrap.errors import ConfigError, ExitStatus
 from jobwrap.process import tree as proctree
@@ -132,9 +141,9 @@ class Supervisor:
     def _load_initial(self) -> JobTable:
         table = load_jobs(self.path, allow_seconds=self.allow_seconds)
         self._report_errors(table)
-        if not table.jobs:
+        if not table.jobs and table.errors:
             raise ConfigError(f"no valid job line in crontab {self.path}")
-        return table
+        return table  # no job and no bad line (assignments only): idle until a reload
 
     def _start(self) -> None:
         table = self.table
@@ -153,12 +162,14 @@ class Supervisor:
         """SIGHUP: take the file's good lines; keep the old jobs if it has none."""
         sdnotify.reloading(self.env)
         try:
+            if str(self.path) == STDIN:
+                raise ConfigError("a crontab read from stdin cannot be read again")
             table = load_jobs(self.path, allow_seconds=self.allow_seconds)
         except ConfigError as exc:
             self.log.emit("error", message=f"{exc}; keeping the previous jobs")
         else:
             self._report_errors(table)
-            if table.jobs:
+            if table.jobs or not table.errors:
                 self._install(table)
                 self.log.emit("reload", jobs=len(table.jobs), bad_lines=len(table.errors))
             else:
@@ -168,11 +179,14 @@ class Supervisor:
     def _install(self, table: JobTable) -> None:
         self.table = table
         self.scheduler.update({job.key: job.schedule for job in table.jobs}, self.clock())
+        self.jobs.reattach(table.jobs)
         self.jobs.keep_replacements({job.key for job in table.jobs})
 
     def _report_errors(self, table: JobTable) -> None:
         for error in table.errors:
             self.log.emit("error", line=error.line_no, message=error.message)
+        for warning in ignored_variables(table):
+            self.log.emit("warning", line=warning.line_no, message=warning.message)
 
     def _status_text(self) -> str:
         return f"{len(self.table.jobs)} jobs from {self.path}"
@@ -209,7 +223,11 @@ class Supervisor:
             self.log.emit("clock", jump_s=round(tick.rewound_s), action="rescheduled")
         jobs: dict[Hashable, CronJob] = {job.key: job for job in self.table.jobs}
         for due in tick.due:
-            self.jobs.fire(jobs[due.key], due)
+            job = jobs[due.key]
+            try:
+                self.jobs.fire(job, due)
+            except Exception as exc:  # one line must never stop the supervisor (PID 1)
+                self.log.emit("error", line=job.line_no, message=f"cannot fire: {exc!r}")
 
     def _feed_watchdog(self) -> None:
         if self.watchdog_s is None:
@@ -265,17 +283,21 @@ def run_cron(
     log_format: str = "text",
     grace_s: float = DEFAULT_GRACE_S,
     allow_seconds: bool | None = None,
+    validate_run: RunValidator | None = None,
 ) -> int:
     """What ``jobwrap cron [--check]`` does; returns the exit status (see the module doc).
 
-    ``allow_seconds`` None reads ``$JOBWRAP_CRON_SECONDS``.  Raises ConfigError (status 2)
-    when the crontab cannot be read or, when supervising, holds no valid job line.
+    ``allow_seconds`` None reads ``$JOBWRAP_CRON_SECONDS``.  ``validate_run`` checks the
+    options of ``jobwrap run`` lines (the CLI supplies it, see :mod:`jobwrap.cron.check`).
+    Raises ConfigError (status 2) when the crontab cannot be read or, when supervising, holds
+    bad lines and no valid job line.
     """
     seconds = seconds_enabled() if allow_seconds is None else allow_seconds
     if check_only:
-        text, ok = check(path, datetime.now(UTC), allow_seconds=seconds)
-        sys.stdout.write(text)
+        report = check(path, datetime.now(UTC), allow_seconds=seconds,
+                       validate_run=validate_run, env=os.environ)
+        sys.stdout.write(report.text)
         sys.stdout.flush()
-        return ExitStatus.OK if ok else ExitStatus.FAILURE
+        return ExitStatus.OK if report.ok else ExitStatus.FAILURE
     supervisor = Supervisor(path, log_format=log_format, grace_s=grace_s, allow_seconds=seconds)
     return supervisor.run()

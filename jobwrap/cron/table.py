@@ -14,21 +14,21 @@ lines may come between; cron ignores it, so the file still works in the system c
 A bad directive is a bad line, and the job line below it is skipped too: better not run than
 run with options you did not ask for.
 
-:func:`check` is ``jobwrap cron --check``: each job's next fire time, then the bad lines.
+``jobwrap cron --check`` is :mod:`jobwrap.cron.check`.
 """
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
 
+from jobwrap.config.values import Overlap, parse_overlap
 from jobwrap.cron.crontab import CronEntry, LineError, parse_crontab, read_crontab_text
 from jobwrap.errors import UsageError
 from jobwrap.schedule import Schedule
 
-OVERLAP_POLICIES = ("skip", "allow", "replace")
+OVERLAP_POLICIES = tuple(o.value for o in Overlap)
 
 _DIRECTIVE = re.compile(r"#\s*jobwrap:(.*)", re.DOTALL)
 
@@ -41,7 +41,7 @@ class CronJob:
 
     entry: CronEntry
     key: JobKey
-    overlap: str = "skip"
+    overlap: Overlap = Overlap.SKIP
 
     @property
     def line_no(self) -> int:
@@ -54,11 +54,13 @@ class CronJob:
 
 @dataclass(frozen=True)
 class JobTable:
-    """What a crontab file says: the jobs to run and the bad lines (sorted by line)."""
+    """What a crontab file says: the jobs to run, the bad lines (sorted by line), and every
+    assignment as ``(line_no, name, value)``."""
 
     source: str
     jobs: tuple[CronJob, ...]
     errors: tuple[LineError, ...]
+    assignments: tuple[tuple[int, str, str], ...] = ()
 
 
 def load_jobs(path: str | Path, *, allow_seconds: bool = False) -> JobTable:
@@ -81,9 +83,9 @@ def parse_jobs(text: str, source: str = "<crontab>", *, allow_seconds: bool = Fa
         identity = (str(entry.schedule), entry.command, entry.stdin, env)
         seen[identity] = seen.get(identity, -1) + 1  # identical lines stay distinct jobs
         overlap = found.options.get(entry.line_no, {}).get("overlap", "skip")
-        jobs.append(CronJob(entry, (*identity, seen[identity]), overlap))
+        jobs.append(CronJob(entry, (*identity, seen[identity]), Overlap(overlap)))
     errors = sorted([*crontab.errors, *found.errors], key=lambda e: e.line_no)
-    return JobTable(source, tuple(jobs), tuple(errors))
+    return JobTable(source, tuple(jobs), tuple(errors), crontab.assignments)
 
 
 @dataclass(frozen=True)
@@ -134,51 +136,7 @@ def _parse_options(text: str) -> dict[str, str]:
         name, _, value = word.partition("=")
         if name != "overlap":
             raise UsageError(f"unknown jobwrap directive {word!r} (known: overlap=POLICY)")
-        if value not in OVERLAP_POLICIES:
-            raise UsageError(f"overlap={value!r}: choose {', '.join(OVERLAP_POLICIES)}")
-        options[name] = value
+        options[name] = parse_overlap(value).value
     if not options:
         raise UsageError("empty jobwrap directive (e.g. '# jobwrap: overlap=allow')")
     return options
-
-
-# ---- jobwrap cron --check ----------------------------------------------------------------
-
-
-def check(path: str | Path, now: datetime, *, allow_seconds: bool = False) -> tuple[str, bool]:
-    """``jobwrap cron --check``: the report text, and whether the file is fit to run.
-
-    The text lists each job's line, schedule, next fire time after ``now`` (aware) in the
-    schedule's zone, overlap policy and command, then the bad lines with their numbers.
-    ``ok`` is False when a line is bad or there is no job at all.  ConfigError when the file
-    cannot be read.
-    """
-    table = load_jobs(path, allow_seconds=allow_seconds)
-    count = f"{len(table.jobs)} job{'s' * (len(table.jobs) != 1)}"
-    bad = f"{len(table.errors)} bad line{'s' * (len(table.errors) != 1)}"
-    rows = [["LINE", "SCHEDULE", "NEXT RUN", "OVERLAP", "COMMAND"]]
-    for job in table.jobs:
-        rows.append([
-            str(job.line_no), str(job.schedule), _next_run_text(job.schedule, now), job.overlap,
-            job.entry.command,
-        ])
-    lines = [f"{table.source}: {count}, {bad}"]
-    if table.jobs:
-        lines += _aligned(rows)
-    if table.errors:
-        lines += ["bad lines (skipped):", *(f"  {error}" for error in table.errors)]
-    return "\n".join(lines) + "\n", bool(table.jobs) and not table.errors
-
-
-def _next_run_text(schedule: Schedule, now: datetime) -> str:
-    if schedule.is_reboot:
-        return "at start"
-    return schedule.next_after(now).isoformat(sep=" ")
-
-
-def _aligned(rows: list[list[str]]) -> list[str]:
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
-    return [
-        "  ".join([*(cell.ljust(w) for cell, w in zip(row, widths, strict=False)), row[-1]])
-        for row in rows
-    ]

@@ -11,12 +11,19 @@ import re
 import urllib.parse
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from jobwrap.errors import AuthError, ConfigError, NotFoundError
+from jobwrap.errors import (
+    AuthError,
+    ConfigError,
+    MalformedResponseError,
+    NotFoundError,
+    UsageError,
+)
 from jobwrap.net.http import (
     ApiClient,
     PreparedCall,
+    Response,
     send_json,
 )
 from jobwrap.net.jsonfields import JsonRecord
@@ -50,11 +57,16 @@ class LogMeta:
 
 @dataclass(frozen=True)
 class LogReceipt:
-    """Idlemon's answer to a posted log."""
+    """Idlemon's answer to a posted log.
+
+    ``warning`` is set when Idlemon answered 2xx (so the log is stored) with a body that is
+    not the documented one; ``id`` is then empty and ``metas`` are what was sent.
+    """
 
     id: str
     duration: int  # seconds, as sent
     metas: tuple[LogMeta, ...]
+    warning: str | None = None
 
 
 @dataclass(frozen=True)
@@ -98,10 +110,12 @@ def check_token_format(token: str) -> str | None:
     Idlemon's documented tokens are 32 hex characters, but we do not know all of them are.
     Neither the error nor the warning quotes the token.
     """
-    if not token.strip():
-        raise ConfigError("the Idlemon API token is empty")
-    if not token.isprintable() or any(char.isspace() for char in token):
-        raise ConfigError("the Idlemon API token contains whitespace or control characters")
+    from jobwrap.config.values import check_token
+
+    try:
+        check_token(token, "the Idlemon API token")
+    except UsageError as exc:
+        raise ConfigError(str(exc)) from None
     if not _TOKEN_SHAPE.fullmatch(token):
         return (
             "the Idlemon API token does not look like one "
@@ -135,19 +149,30 @@ class IdlemonClient(ApiClient):
         metas: list[tuple[str, str]],
         timeout: float | None = None,
     ) -> LogReceipt:
-        """Post one activity log.  ``timeout`` caps this attempt's timeouts, in seconds.
+        """Post one activity log.  ``timeout`` caps this attempt, in seconds.
 
-        Raises NotFoundError "no Idlemon monitor with slug 'x'", AuthError, and the other
-        errors of :func:`jobwrap.net.http.send_json`.
+        A 2xx answer means the log is stored, whatever its body: a body that is not the
+        documented JSON gives a receipt with a ``warning``, never an error (retrying would
+        store the log again).  Raises NotFoundError "no Idlemon monitor with slug 'x'",
+        AuthError, and the other errors of :func:`jobwrap.net.http.send_json`.
         """
         call = self.log_request(slug, duration_s, metas)
         try:
-            body = self._send(call, timeout)
+            response = self._send(call, timeout, require_json=False)
         except NotFoundError as exc:
             raise NotFoundError(
                 f"no Idlemon monitor with slug {slug!r} (HTTP 404)", status=exc.status
             ) from None
-        return _parse_receipt(JsonRecord(body, "", _SOURCE).record("log"))
+        sent = tuple(LogMeta("", name, value) for name, value in metas)
+        if response.problem is not None:
+            warning = (f"Idlemon accepted the log (HTTP {response.status}) "
+                       f"but {response.problem}")
+            return LogReceipt("", duration_s, sent, warning)
+        try:
+            return _parse_receipt(JsonRecord(response.body, "", _SOURCE).record("log"))
+        except MalformedResponseError as exc:
+            warning = f"Idlemon accepted the log (HTTP {response.status}) but its answer is {exc}"
+            return LogReceipt("", duration_s, sent, warning)
 
     def get_project(self, project_id: str, timeout: float | None = None) -> Project:
         """Read a project and its monitors.
@@ -158,7 +183,7 @@ class IdlemonClient(ApiClient):
         quoted = urllib.parse.quote(project_id, safe="")
         call = PreparedCall("GET", f"{self.base_url}/projects/{quoted}", self._headers())
         try:
-            body = self._send(call, timeout)
+            body = self._send(call, timeout).body
         except NotFoundError as exc:
             raise NotFoundError(
                 f"no Idlemon project {project_id!r} (HTTP 404)", status=exc.status
@@ -175,9 +200,10 @@ class IdlemonClient(ApiClient):
         headers["Api-Token"] = self._token
         return headers
 
-    def _send(self, call: PreparedCall, timeout: float | None) -> Any:
+    def _send(self, call: PreparedCall, timeout: float | None, *,
+              require_json: bool = True) -> Response:
         try:
-            response = send_json(
+            return send_json(
                 self._session_in_use(),
                 call.method,
                 call.url,
@@ -185,12 +211,12 @@ class IdlemonClient(ApiClient):
                 json_body=call.body,
                 timeout=self.timeout.capped(timeout),
                 service=SERVICE,
+                require_json=require_json,
             )
         except AuthError as exc:
             raise AuthError(
                 f"Idlemon rejected the API token (HTTP {exc.status})", status=exc.status
             ) from None
-        return response.body
 
 
 def _check_duration(duration_s: int) -> int:

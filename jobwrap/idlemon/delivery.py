@@ -12,9 +12,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from jobwrap.errors import ApiError, ConfigError
+from jobwrap.errors import ApiError, ConfigError, TransientApiError
 from jobwrap.idlemon.report import LEASE_MARGIN_S, ReportSettings, log_body
 from jobwrap.store.history import History, RunRecord
+
+RUN_REQUEST_LIMIT = 30  # requests one run may send in all (its report, backlog and retries)
 
 
 @dataclass
@@ -33,14 +35,22 @@ ClientFor = Callable[[str], object]  # monitor slug -> IdlemonClient (or raises 
 
 
 class Deliverer:
-    """Sends claimed reports within one shared time budget, over one reused connection."""
+    """Sends claimed reports within one shared time budget, over one reused connection.
+
+    At most ``max_requests`` requests in all (None: only the budget and the per-report
+    attempts bound them).  ``notes`` collects, once each, warnings about reports that were
+    delivered all the same (a 2xx with an odd body): say them to the user.
+    """
 
     def __init__(self, history: History | None, client_for: ClientFor, budget_s: float,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic,
+                 max_requests: int | None = RUN_REQUEST_LIMIT) -> None:
         self.history = history
         self.client_for = client_for
         self.clock = clock
         self.deadline = clock() + budget_s
+        self.requests_left = max_requests
+        self.notes: list[str] = []
 
     def deliver(self, records: list[RunRecord], owner: str) -> DeliveryOutcome:
         """Deliver in order; after a transient failure the rest stay pending (an outage)."""
@@ -52,15 +62,23 @@ class Deliverer:
             if remaining <= 0:
                 self._leave_pending(records[index:], owner, "report budget spent", outcome)
                 break
+            if self.requests_left is not None and self.requests_left <= 0:
+                self._leave_pending(records[index:], owner,
+                                    "this run's request limit is reached", outcome)
+                break
             try:
                 client = self.client_for(rec.monitor or "")
                 duration_s, metas = log_body(rec)
                 slug = rec.monitor or ""
 
                 def attempt(left: float, client=client, slug=slug, d=duration_s, m=metas):
+                    if self.requests_left is not None:
+                        if self.requests_left <= 0:
+                            raise TransientApiError("this run's request limit is reached")
+                        self.requests_left -= 1
                     return client.post_log(slug, d, m, timeout=left)
 
-                retry(attempt, budget_s=remaining, clock=self.clock)
+                receipt = retry(attempt, budget_s=remaining, clock=self.clock)
             except ApiError as exc:
                 if exc.retriable:
                     self._leave_pending(records[index:], owner, str(exc), outcome)
@@ -72,7 +90,10 @@ class Deliverer:
                 self._settle(rec.run_id, owner, "pending", str(exc))
                 outcome.pending.append((rec.run_id, str(exc)))
                 continue
-            self._settle(rec.run_id, owner, "sent")
+            warning = getattr(receipt, "warning", None)
+            if warning and warning not in self.notes:
+                self.notes.append(warning)
+            self._settle(rec.run_id, owner, "sent", warning)
             outcome.sent.append(rec.run_id)
         return outcome
 
@@ -136,7 +157,9 @@ def flush(history: History, client_for: ClientFor, *, budget_s: float,
         held = [r for r in claimed if held_back(r, latest)]
         claimed = [r for r in claimed if not held_back(r, latest)]
     try:
-        delivery = Deliverer(history, client_for, budget_s).deliver(claimed, owner)
+        # A flush may deliver a long backlog: its budget bounds it, not the per-run limit.
+        delivery = Deliverer(history, client_for, budget_s, max_requests=None).deliver(
+            claimed, owner)
     finally:
         history.release_claims(owner)
     return FlushOutcome(delivery, held)

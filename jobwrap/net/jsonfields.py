@@ -6,11 +6,19 @@ the field's path; fields never read are ignored, so new fields in an API are har
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
 from jobwrap.errors import MalformedResponseError
+
+# Integers beyond this are no count or interval an API means; they would overflow a float
+# (10**400) or a SQLite column.  2**53: every such int is exact as a float too.
+MAX_INTEGER = 2**53
+# Timestamps outside these years are bogus (year 0001) and break conversions to epoch
+# seconds or to another zone.
+MIN_YEAR, MAX_YEAR = 1900, 9000
 
 _KINDS: dict[str, Callable[[Any], bool]] = {
     "a string": lambda v: isinstance(v, str),
@@ -43,14 +51,20 @@ class JsonRecord:
         return self._read(name, "a string", nullable=True)
 
     def integer(self, name: str) -> int:
-        return self._read(name, "an integer", nullable=False)
+        return self._bounded(name, self._read(name, "an integer", nullable=False))
 
     def integer_or_none(self, name: str) -> int | None:
-        return self._read(name, "an integer", nullable=True)
+        value = self._read(name, "an integer", nullable=True)
+        return None if value is None else self._bounded(name, value)
 
     def number_or_none(self, name: str) -> float | None:
         value = self._read(name, "a number", nullable=True)
-        return None if value is None else float(value)
+        if value is None:
+            return None
+        number = float(self._bounded(name, value)) if isinstance(value, int) else value
+        if not math.isfinite(number):  # Python's json reads 1e400 as inf
+            raise self._error(name, "is not a finite number")
+        return number
 
     def flag(self, name: str) -> bool:
         return self._read(name, "a boolean", nullable=False)
@@ -81,12 +95,24 @@ class JsonRecord:
             raise self._error(name, f"should be {kind}, not {_json_type(value)}")
         return value
 
+    def _bounded(self, name: str, value: int) -> int:
+        if not -MAX_INTEGER <= value <= MAX_INTEGER:
+            raise self._error(name, "is out of range")
+        return value
+
     def _parse_time(self, name: str, value: str) -> datetime:
         try:
             when = datetime.fromisoformat(value)
         except ValueError:
             raise self._error(name, f"is not an ISO 8601 timestamp: {value[:40]!r}") from None
-        return when if when.tzinfo is not None else when.replace(tzinfo=UTC)
+        when = when if when.tzinfo is not None else when.replace(tzinfo=UTC)
+        try:
+            in_range = MIN_YEAR <= when.astimezone(UTC).year <= MAX_YEAR
+        except (OverflowError, ValueError):
+            in_range = False
+        if not in_range:
+            raise self._error(name, f"is out of range: {value[:40]!r}")
+        return when
 
     def _field(self, name: str) -> str:
         return f"{self._path}.{name}" if self._path else name

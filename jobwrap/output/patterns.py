@@ -1,12 +1,15 @@
-"""Line counts and regex metas, fed from the same raw chunks that are copied to the terminal.
+"""Pattern parsing, compilation and line matching: chunks of output in, metas out.
 
-Pure code: no I/O.  The runner hands every chunk to :meth:`OutputAnalyzer.feed`; the analyzer
-never changes the bytes, it decodes copies for itself (UTF-8, ``errors="replace"``) so invalid
-UTF-8 or binary output cannot break it.
+Pure code: no I/O.  :class:`PatternScan` is fed raw chunks of stdout (stream 0) and stderr
+(stream 1); it never changes the bytes, it decodes copies for itself (UTF-8,
+``errors="replace"``) so invalid UTF-8 or binary output cannot break it.  jobwrap runs it in a
+process of its own (``jobwrap.output.sidecar``) so that no pattern can hold the job back.
 
 Matching semantics (documented in the README):
 
-* patterns are applied per line, with ``^``/``$`` anchoring at line boundaries;
+* each pattern is applied to each line as a string of its own, without its newline: ``^`` and
+  ``\\A`` anchor at the line's start, ``$`` and ``\\Z`` at its end, a lookbehind or lookahead
+  sees nothing of the lines around it and a match never spans two lines;
 * a ``--meta`` takes the first capture group (or the whole match) of the *last* matching line;
 * a ``--count`` counts matching lines (a line matching twice counts once);
 * patterns see at least the first :data:`LINE_CAP` bytes of every line; the rest of a longer
@@ -15,7 +18,9 @@ Matching semantics (documented in the README):
 Speed matters here (gigabytes of logs pass through): whole blocks of lines are scanned with one
 regex call rather than one call per line, a meta searches backwards from the end of a block,
 and a top-level alternation of literals (``ERROR|Traceback|FATAL``), which Python's ``re``
-scans slowly, is prefiltered with ``str.find`` on its literals.
+scans slowly, is prefiltered with ``str.find`` on its literals.  A block-wide match is always
+confirmed on its line alone; patterns whose meaning depends on what surrounds a line
+(``\\A``, ``\\Z``, lookarounds) are confirmed, and found, on each line as a string of its own.
 """
 
 from __future__ import annotations
@@ -36,7 +41,7 @@ RESERVED_NAMES = frozenset(
         "exit_code", "stdout_lines", "stderr_lines", "duration_ms", "run_id", "host",
         "signal", "timed_out", "skipped", "ran_at", "delayed_s", "schedule",
         "promonitor_status", "promonitor_response_ms", "promonitor_down_since",
-        "systemd_unit", "ci", "ci_job_url", "commit",
+        "systemd_unit", "ci", "ci_job_url", "commit", "analysis_incomplete",
         "hook", "hook_status", "hook_duration_ms",
     }
 )
@@ -131,6 +136,37 @@ def _top_level_branches(rx: re.Pattern[str]) -> list[tuple[list, object]] | None
         return None
 
 
+def needs_lines_alone(rx: re.Pattern[str]) -> bool:
+    """True when a match inside a block could differ from one on the line alone.
+
+    ``\\A`` and ``\\Z`` mean the block's ends there, a lookaround sees the neighbouring
+    lines, and ``\\B`` matches an empty line in a block (Python's never matches an empty
+    string); for everything else a block-wide match re-checked within its line's bounds is
+    exactly a match on the line alone.  When in doubt (the private parser changed), say True:
+    matching each line alone is always right, only slower.
+    """
+    try:
+        from re import _constants as c  # type: ignore[attr-defined]
+        from re import _parser  # type: ignore[attr-defined]
+
+        tree = _parser.parse(rx.pattern, rx.flags)
+        # \B never matches an empty line alone, but does between two newlines in a block
+        edges = (c.AT_BEGINNING_STRING, c.AT_END_STRING, c.AT_NON_BOUNDARY)
+        todo: list = [tree]
+        while todo:
+            item = todo.pop()
+            if isinstance(item, _parser.SubPattern):
+                for op, av in item.data:
+                    if op in (c.ASSERT, c.ASSERT_NOT) or (op is c.AT and av in edges):
+                        return True
+                    todo.append(av)
+            elif isinstance(item, (list, tuple)):
+                todo.extend(item)
+        return False
+    except Exception:  # a private parser changed shape: take the always-correct path
+        return True
+
+
 def _longest_literal_run(items: list, literal_op: object) -> str:
     best, run = "", []
     for op, arg in items + [(None, None)]:
@@ -147,14 +183,21 @@ class _Scanner:
     """One compiled form of a pattern (``str`` or ``bytes``) applied to blocks of lines.
 
     A block holds complete lines, each ending in a newline.  Everything here works for both
-    forms; ``nl`` is the newline in the block's type.
+    forms; ``nl`` is the newline in the block's type.  With ``alone`` every candidate line is
+    matched as a string of its own (a slice) rather than within the block's bounds.
     """
 
-    def __init__(self, rx: re.Pattern, literals: tuple | None, exact: bool, nl) -> None:
+    def __init__(self, rx: re.Pattern, literals: tuple | None, exact: bool, nl,
+                 alone: bool) -> None:
         self.rx = rx
         self.literals = literals
         self.exact = exact  # finding a literal proves the line matches: no regex needed
         self.nl = nl
+        self.alone = alone
+
+    def _line_match(self, text, ls: int, le: int):
+        """The first match on the line ``text[ls:le]`` (newline excluded), or None."""
+        return self.rx.search(text[ls:le]) if self.alone else self.rx.search(text, ls, le)
 
     def _match_in_line(self, m: re.Match, text):
         """A block-wide match confined to its line, or the line re-checked on its own."""
@@ -166,6 +209,8 @@ class _Scanner:
         newline); bounds rather than slices, so a chunk is scanned where it lies."""
         if self.literals is not None:
             return self._count_with_literals(text, lo, hi)
+        if self.alone:
+            return self._count_each_line(text, lo, hi)
         count, pos, end, nl = 0, lo, hi, self.nl
         search = self.rx.search
         while pos < end:
@@ -177,14 +222,23 @@ class _Scanner:
             pos = text.find(nl, m.start()) + 1
         return count
 
+    def _count_each_line(self, text, lo: int, hi: int) -> int:
+        count, pos, find, search, nl = 0, lo, text.find, self.rx.search, self.nl
+        while pos < hi:
+            le = find(nl, pos)
+            if search(text[pos:le]) is not None:
+                count += 1
+            pos = le + 1
+        return count
+
     def _count_with_literals(self, text, lo: int, hi: int) -> int:
         matched: set[int] = set()
-        exact, search, find, rfind, nl = self.exact, self.rx.search, text.find, text.rfind, self.nl
+        exact, find, rfind, nl = self.exact, text.find, text.rfind, self.nl
         for lit in self.literals or ():
             i = find(lit, lo, hi)
             while i != -1:
                 ls, le = rfind(nl, 0, i) + 1, find(nl, i)
-                if ls not in matched and (exact or search(text, ls, le)):
+                if ls not in matched and (exact or self._line_match(text, ls, le)):
                     matched.add(ls)
                 i = find(lit, le + 1, hi)
         return len(matched)
@@ -196,6 +250,8 @@ class _Scanner:
         """
         if self.literals is not None:
             return self._last_with_literals(text, lo, hi)
+        if self.alone:
+            return self._last_each_line(text, lo, hi)
         window = 256
         while hi > lo:
             start = max(lo, text.rfind(self.nl, lo, max(lo, hi - window - 1)) + 1)
@@ -203,6 +259,17 @@ class _Scanner:
             if found is not None:
                 return found
             hi, window = start, window * 4
+        return None
+
+    def _last_each_line(self, text, lo: int, hi: int) -> re.Match | None:
+        le = hi - 1  # the newline ending the last line
+        while le >= lo:
+            prev = text.rfind(self.nl, lo, le)
+            ls = lo if prev == -1 else prev + 1
+            m = self.rx.search(text[ls:le])
+            if m is not None:
+                return m
+            le = ls - 1
         return None
 
     def _last_in_range(self, text, lo: int, hi: int) -> re.Match | None:
@@ -223,7 +290,7 @@ class _Scanner:
                 ls, le = text.rfind(self.nl, 0, i) + 1, text.find(self.nl, i)
                 if ls <= best_start:
                     break
-                m = self.rx.search(text, ls, le)
+                m = self._line_match(text, ls, le)
                 if m is not None:
                     best, best_start = m, ls
                     break
@@ -243,12 +310,13 @@ class LineMatcher:
         rx = compile_pattern(spec.name, spec.pattern, spec.kind)
         literals = required_literals(rx)
         exact = literals is not None and is_literal_alternation(rx)
-        self.text = _Scanner(rx, literals, exact, "\n")
+        alone = needs_lines_alone(rx)
+        self.text = _Scanner(rx, literals, exact, "\n", alone)
         brx = _bytes_twin(rx)
         self.bytes = None
         if brx is not None:
             blits = tuple(lit.encode("ascii") for lit in literals) if literals else None
-            self.bytes = _Scanner(brx, blits, exact, b"\n")
+            self.bytes = _Scanner(brx, blits, exact, b"\n", alone)
 
 
 def _bytes_twin(rx: re.Pattern[str]) -> re.Pattern[bytes] | None:
@@ -267,27 +335,21 @@ def match_value(m: re.Match) -> str:
     return (value or "")[:VALUE_CAP]
 
 
-@dataclass(frozen=True)
-class Analysis:
-    """What the output said: line counts per stream and the user's metas, in spec order."""
-
-    stdout_lines: int
-    stderr_lines: int
-    metas: tuple[tuple[str, str], ...]
+# Flags of a chunk that follows skipped output (see PatternScan.feed).
+GAP = 1  # output of this stream was skipped just before: the line in progress is lost
+MID_LINE = 2  # ... and the skipped output ended inside a line: skip to the next newline
 
 
 class _StreamState:
-    __slots__ = ("lines", "last_byte_is_newline", "carry", "seen_any")
+    __slots__ = ("carry", "skip_to_newline")
 
     def __init__(self) -> None:
-        self.lines = 0
-        self.last_byte_is_newline = True
-        self.seen_any = False
         self.carry = bytearray()  # the current incomplete line, up to LINE_CAP bytes
+        self.skip_to_newline = False
 
 
-class OutputAnalyzer:
-    """Consumes raw chunks of stdout (stream 0) and stderr (stream 1)."""
+class PatternScan:
+    """The user's metas and counts over raw chunks of stdout (stream 0) and stderr (stream 1)."""
 
     def __init__(self, specs: list[PatternSpec] | tuple[PatternSpec, ...] = ()) -> None:
         self.matchers = [LineMatcher(s) for s in specs]
@@ -296,13 +358,23 @@ class OutputAnalyzer:
         self.values: dict[str, str] = {}
         self.counts: dict[str, int] = {m.spec.name: 0 for m in self.matchers if _is_count(m)}
 
-    def feed(self, stream: int, data: bytes) -> None:
-        """Account for one chunk; ``data`` is not empty."""
+    def feed(self, stream: int, data: bytes, gap: int = 0) -> None:
+        """Match the complete lines of one chunk; keep its last, incomplete line for later.
+
+        ``gap`` (GAP, MID_LINE) says output was skipped before this chunk: the partial line
+        around the gap is never matched, so every line matched is a line the job wrote.
+        """
         st = self.streams[stream]
-        st.lines += data.count(b"\n")
-        st.seen_any = True
-        st.last_byte_is_newline = data[-1] == 10
-        if self.matchers:
+        if gap & GAP:
+            st.carry.clear()
+            st.skip_to_newline = bool(gap & MID_LINE)
+        if st.skip_to_newline:
+            nl = data.find(b"\n")
+            if nl == -1:
+                return
+            st.skip_to_newline = False
+            data = data[nl + 1 :]
+        if data:
             self._scan(st, data)
 
     def _scan(self, st: _StreamState, data: bytes) -> None:
@@ -345,16 +417,18 @@ class OutputAnalyzer:
                 if m is not None:
                     self.values[matcher.spec.name] = match_value(m)
 
-    def finish(self) -> Analysis:
-        """Flush incomplete final lines (they count as lines) and return the analysis."""
+    def finish(self) -> list[tuple[str, str]]:
+        """Match the incomplete final lines (a line without newline is a line) and return
+        :meth:`results`."""
         for st in self.streams:
-            if st.seen_any and not st.last_byte_is_newline:
-                st.lines += 1
-                if self.matchers and st.carry:
-                    st.carry += b"\n"
-                    self._scan_block(bytes(st.carry))
-                st.last_byte_is_newline = True
+            if st.carry and not st.skip_to_newline:
+                st.carry += b"\n"
+                self._scan_block(bytes(st.carry))
             st.carry.clear()
+        return self.results()
+
+    def results(self) -> list[tuple[str, str]]:
+        """The metas found so far, in spec order: a meta when it matched, a count always."""
         metas = []
         for matcher in self.matchers:
             name = matcher.spec.name
@@ -362,8 +436,7 @@ class OutputAnalyzer:
                 metas.append((name, str(self.counts[name])))
             elif name in self.values:
                 metas.append((name, self.values[name]))
-        out, err = self.streams
-        return Analysis(out.lines, err.lines, tuple(metas))
+        return metas
 
 
 def _is_count(matcher: LineMatcher) -> bool:

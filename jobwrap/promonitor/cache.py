@@ -2,7 +2,9 @@
 
 ProMonitor's Free plan allows 2 requests a minute for the whole account, and 40 cron jobs may
 start in the same second.  So every process goes through one SQLite file in the state dir
-(``promonitor.sqlite3``, apart from the history so neither can block the other) holding:
+(``promonitor.sqlite3``, apart from the history so neither can block the other) and one
+*budget file per host and account* (see :func:`budget_path`), which holds the request budget
+and the blocks so that jobs with different state dirs still share them.  Together they hold:
 
 * ``entries``: the last monitor object and check list per monitor id, as the API's JSON
   (``to_json``), with when they were fetched and when they expire (TTL: the monitor's
@@ -14,6 +16,14 @@ start in the same second.  So every process goes through one SQLite file in the 
 * ``flights``: "a fetch of this entry is in progress" (single-flight), and, for a few seconds
   after a failed fetch, why it failed, so a burst of jobs shares one failure too.
 
+``requests`` and ``blocks`` live in the budget file: ``<dir>/jobwrap-<uid>/promonitor-<key
+hash>.sqlite3``, where ``<dir>`` is ``/run/lock``, else ``/dev/shm``, else the temp dir (not
+``/tmp`` first: systemd's ``PrivateTmp=`` gives every unit its own).  It covers every jobwrap
+process of one Unix user on the host using that key, whatever its state dir; the directory is
+0700 and the file 0600, so other Unix users sharing a key count their own budget.
+``JOBWRAP_PROMONITOR_BUDGET_DIR`` names another directory (the tests give each test its
+own).  When none is usable, the budget falls back to the state dir's file.
+
 Everything is keyed by a SHA-256 of the API key: two accounts on a host never share an entry or
 a budget, and the key itself is never stored.  Each operation opens its own short connection
 (WAL, busy timeout), so a cache object may be used from any thread.  Every failure of the file
@@ -24,7 +34,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import sqlite3
+import stat
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import closing, contextmanager
@@ -49,11 +62,27 @@ BUSY_TIMEOUT_MS = 5_000
 WINDOW_S = 61.0
 DEFAULT_RPM = 2  # the Free plan
 DEFAULT_TTL_S = 60.0  # checks of a monitor whose interval we do not know yet
+# An interval of days (or 10**15 s) must not keep an "up" answer for that long.
+MAX_TTL_S = 3600.0
 # A bogus Retry-After (a day, a year) must not silence every cross-check on the host for that
 # long; an hour is far beyond any per-minute limit's real wait.
 MAX_BLOCK_S = 3600.0
 FAILURE_HOLD_S = 10.0  # how long a failed fetch answers for the processes that waited on it
 _SOURCE = "ProMonitor cache"
+BUDGET_DIR_ENV = "JOBWRAP_PROMONITOR_BUDGET_DIR"
+BUDGET_SCHEMA_VERSION = 1
+_BUDGET_SCHEMA = """
+CREATE TABLE IF NOT EXISTS requests (
+    token_hash TEXT NOT NULL,
+    sent_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS requests_by_token ON requests (token_hash, sent_at);
+CREATE TABLE IF NOT EXISTS blocks (
+    token_hash TEXT PRIMARY KEY,
+    until REAL NOT NULL,
+    reason TEXT NOT NULL
+);
+"""
 
 MONITOR = "monitor"
 CHECKS = "checks"
@@ -153,6 +182,7 @@ class PmCache:
         requests_per_minute: int = DEFAULT_RPM,
         ttl_s: float | None = None,
         clock: Callable[[], float] = time.time,
+        budget_file: Path,
     ) -> None:
         if requests_per_minute < 0:
             raise ValueError(f"requests_per_minute must be >= 0, not {requests_per_minute}")
@@ -161,6 +191,7 @@ class PmCache:
         self.ttl_s = ttl_s
         self.clock = clock
         self._key = token_hash(token)
+        self.budget_file = budget_file  # attached as "budget" to every connection
 
     def __repr__(self) -> str:
         return f"PmCache({str(self.path)!r}, requests_per_minute={self.requests_per_minute})"
@@ -184,7 +215,7 @@ class PmCache:
         differently, the entry would otherwise never be found again.)
         """
         now = self._now(now)
-        ttl = self.ttl_s if self.ttl_s is not None else float(monitor.interval_seconds)
+        ttl = self.ttl_s if self.ttl_s is not None else _ttl_of(monitor)
         self._store(MONITOR, monitor_id, monitor.to_json(), now, ttl)
 
     def put_checks(
@@ -198,7 +229,7 @@ class PmCache:
         ttl = self.ttl_s
         if ttl is None:
             monitor = self.monitor(monitor_id)
-            ttl = float(monitor.value.interval_seconds) if monitor else DEFAULT_TTL_S
+            ttl = _ttl_of(monitor.value) if monitor else DEFAULT_TTL_S
         self._store(CHECKS, monitor_id, [c.to_json() for c in checks], now, ttl)
 
     # Budget ----------------------------------------------------------------------------------
@@ -224,7 +255,8 @@ class PmCache:
     def note_retry_after(self, retry_after_s: float | None, *, now: float | None = None) -> None:
         """After a 429: block everyone for Retry-After (a whole window when it was not given)."""
         now = self._now(now)
-        wait = WINDOW_S if retry_after_s is None else min(retry_after_s, MAX_BLOCK_S)
+        # At least a second: "Retry-After: 0" (or a past date) still means "not right now".
+        wait = WINDOW_S if retry_after_s is None else min(max(retry_after_s, 1.0), MAX_BLOCK_S)
         self._block(now + wait, BlockReason.RATE_LIMITED)
 
     def note_exhausted(self, *, now: float | None = None) -> None:
@@ -236,7 +268,7 @@ class PmCache:
         now = self._now(now)
         with self._read() as db:
             oldest = db.execute(
-                "SELECT MIN(sent_at) FROM requests WHERE token_hash = ? AND sent_at > ?",
+                "SELECT MIN(sent_at) FROM budget.requests WHERE token_hash = ? AND sent_at > ?",
                 (self._key, now - WINDOW_S),
             ).fetchone()[0]
         self._block((now if oldest is None else oldest) + WINDOW_S, BlockReason.EXHAUSTED)
@@ -279,7 +311,7 @@ class PmCache:
         Processes that waited on this fetch then share its failure instead of asking again.
         """
         now = self._now(now)
-        with self._write() as db:
+        with self._write(budget=False) as db:
             if failure is None:
                 _end_flight(db, self._key, kind, monitor_id)
             else:
@@ -335,22 +367,22 @@ class PmCache:
         count, so a clock change can make us stricter, never looser.
         """
         db.execute(
-            "DELETE FROM requests WHERE token_hash = ? AND sent_at <= ?",
+            "DELETE FROM budget.requests WHERE token_hash = ? AND sent_at <= ?",
             (self._key, now - WINDOW_S),
         )
         if self._sent_in_window(db, now) >= self.requests_per_minute:
             return False
-        db.execute("INSERT INTO requests VALUES (?, ?)", (self._key, now))
+        db.execute("INSERT INTO budget.requests VALUES (?, ?)", (self._key, now))
         return True
 
     def _sent_in_window(self, db: sqlite3.Connection, now: float) -> int:
         # Like _take_slot, rows dated after ``now`` count.
-        query = "SELECT COUNT(*) FROM requests WHERE token_hash = ? AND sent_at > ?"
+        query = "SELECT COUNT(*) FROM budget.requests WHERE token_hash = ? AND sent_at > ?"
         return int(db.execute(query, (self._key, now - WINDOW_S)).fetchone()[0])
 
     def _entry(self, kind: str, monitor_id: str, parse: Callable[[Any], T]) -> Cached[T] | None:
         key = (self._key, kind, monitor_id)
-        with self._read() as db:
+        with self._read(budget=False) as db:
             row = db.execute(
                 "SELECT body, fetched_at, expires_at FROM entries "
                 "WHERE token_hash = ? AND kind = ? AND monitor_id = ?",
@@ -363,7 +395,7 @@ class PmCache:
         except (ValueError, TypeError, JobwrapError):
             # Corrupt or from an incompatible writer: a miss.  Dropping it lets the next
             # reserve() grant a fetch instead of answering FRESH for an unreadable entry.
-            with self._write() as db:
+            with self._write(budget=False) as db:
                 db.execute(
                     "DELETE FROM entries WHERE token_hash = ? AND kind = ? AND monitor_id = ?",
                     key,
@@ -371,7 +403,7 @@ class PmCache:
             return None
 
     def _store(self, kind: str, monitor_id: str, body: Any, now: float, ttl_s: float) -> None:
-        with self._write() as db:
+        with self._write(budget=False) as db:
             db.execute(
                 "INSERT OR REPLACE INTO entries VALUES (?, ?, ?, ?, ?, ?)",
                 (self._key, kind, monitor_id, json.dumps(body), now, now + ttl_s),
@@ -382,20 +414,20 @@ class PmCache:
         with self._write() as db:
             current = _blocked(db, self._key, float("-inf"))
             if current is None or until > current.until:  # a block is only ever extended
-                db.execute("INSERT OR REPLACE INTO blocks VALUES (?, ?, ?)",
+                db.execute("INSERT OR REPLACE INTO budget.blocks VALUES (?, ?, ?)",
                            (self._key, until, reason.value))
 
     def _now(self, now: float | None) -> float:
         return self.clock() if now is None else now
 
     @contextmanager
-    def _read(self) -> Iterator[sqlite3.Connection]:
+    def _read(self, *, budget: bool = True) -> Iterator[sqlite3.Connection]:
         """A read transaction: every SELECT in it sees the same snapshot (WAL: no lock wait).
 
         In autocommit mode each statement would see its own: a fetch that ends between two of
         them reads as "no entry, and nobody fetching".
         """
-        with self._connection() as db:
+        with self._connection(budget=budget) as db:
             db.execute("BEGIN")
             try:
                 yield db
@@ -403,9 +435,9 @@ class PmCache:
                 db.execute("COMMIT")
 
     @contextmanager
-    def _write(self) -> Iterator[sqlite3.Connection]:
+    def _write(self, *, budget: bool = True) -> Iterator[sqlite3.Connection]:
         """A short immediate transaction: waits its turn instead of failing on upgrade."""
-        with self._connection() as db:
+        with self._connection(budget=budget) as db:
             db.execute("BEGIN IMMEDIATE")
             try:
                 yield db
@@ -415,12 +447,20 @@ class PmCache:
             db.execute("COMMIT")
 
     @contextmanager
-    def _connection(self) -> Iterator[sqlite3.Connection]:
+    def _connection(self, *, budget: bool) -> Iterator[sqlite3.Connection]:
+        """A connection to the cache; with ``budget``, the budget file attached as "budget"."""
         try:
             with closing(_connect(self.path)) as db:
+                if budget:
+                    db.execute("ATTACH DATABASE ? AS budget", (str(self.budget_file),))
                 yield db
         except sqlite3.Error as exc:
             raise StateError(f"cannot use the ProMonitor cache {self.path}: {exc}") from None
+
+
+def _ttl_of(monitor: PmMonitor) -> float:
+    """How long an answer about ``monitor`` stays fresh: its interval, within sane bounds."""
+    return min(max(float(monitor.interval_seconds), 0.0), MAX_TTL_S)
 
 
 def token_hash(token: str) -> str:
@@ -436,7 +476,11 @@ def open_pmcache(
     ttl_s: float | None = None,
     clock: Callable[[], float] = time.time,
 ) -> PmCache:
-    """Open (creating or migrating if needed) the cache in ``state_dir``; StateError if not."""
+    """Open (creating or migrating if needed) the cache in ``state_dir``; StateError if not.
+
+    The request budget is the host's (:func:`budget_path`), or the state dir's when no
+    host-wide directory can be used safely.
+    """
     path = state_dir / DB_NAME
     try:
         state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -445,8 +489,56 @@ def open_pmcache(
     except (OSError, sqlite3.Error) as exc:
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
         raise StateError(f"cannot open the ProMonitor cache {path}: {reason}") from None
+    host_wide = budget_path(token)
+    private = not os.environ.get(BUDGET_DIR_ENV)  # a directory named on purpose is trusted
+    budget = (_open_budget(host_wide, private=private)
+              or _open_budget(state_dir / "promonitor-budget.sqlite3", private=False))
+    if budget is None:
+        raise StateError(f"cannot open the ProMonitor request budget in {state_dir}")
     return PmCache(path, token, requests_per_minute=requests_per_minute, ttl_s=ttl_s,
-                   clock=clock)
+                   clock=clock, budget_file=budget)
+
+
+def budget_path(token: str) -> Path | None:
+    """Where this host keeps the request budget of ``token``'s account; None if nowhere.
+
+    ``<dir>/jobwrap-<uid>/promonitor-<hash>.sqlite3``: a directory of our own (0700, ours,
+    not a symlink, checked) inside a world-writable one, so nobody can plant a link at the
+    file's predictable name.
+    """
+    name = f"promonitor-{token_hash(token)[:32]}.sqlite3"
+    override = os.environ.get(BUDGET_DIR_ENV)
+    if override:
+        return Path(override) / name
+    for base in ("/run/lock", "/dev/shm", tempfile.gettempdir()):
+        if os.path.isdir(base) and os.access(base, os.W_OK | os.X_OK):
+            return Path(base) / f"jobwrap-{os.getuid()}" / name
+    return None
+
+
+def _open_budget(path: Path | None, *, private: bool) -> Path | None:
+    """``path`` ready for use (the schema in place), or None.
+
+    With ``private`` its directory must be ours, a real directory and 0700.
+    """
+    if path is None:
+        return None
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        info = os.lstat(path.parent)
+        if private and (not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid()
+                        or info.st_mode & 0o077):
+            return None  # someone else's, or opened up: not safe to keep our budget in
+        if os.path.islink(path):
+            return None
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        os.close(fd)
+        with closing(_connect(path)) as db:
+            sqlitedb.prepare(db, path, _BUDGET_SCHEMA, BUDGET_SCHEMA_VERSION,
+                             BUSY_TIMEOUT_MS / 1000)
+    except (OSError, sqlite3.Error, JobwrapError):
+        return None
+    return path
 
 
 def _connect(path: Path) -> sqlite3.Connection:
@@ -456,7 +548,9 @@ def _connect(path: Path) -> sqlite3.Connection:
 
 
 def _blocked(db: sqlite3.Connection, key: str, now: float) -> Block | None:
-    row = db.execute("SELECT until, reason FROM blocks WHERE token_hash = ?", (key,)).fetchone()
+    row = db.execute(
+        "SELECT until, reason FROM budget.blocks WHERE token_hash = ?", (key,)
+    ).fetchone()
     if row is None or now >= row[0]:
         return None
     return Block(float(row[0]), BlockReason(row[1]))

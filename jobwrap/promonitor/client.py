@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from jobwrap.errors import AuthError, ConfigError, NotFoundError
+from jobwrap.errors import AuthError, ConfigError, NotFoundError, UsageError
 from jobwrap.net.http import (
     ApiClient,
     PreparedCall,
@@ -148,10 +148,12 @@ def check_key_format(token: str) -> str | None:
 
     Neither the error nor the warning quotes the key.
     """
-    if not token.strip():
-        raise ConfigError("the ProMonitor API key is empty")
-    if not token.isprintable() or any(char.isspace() for char in token):
-        raise ConfigError("the ProMonitor API key contains whitespace or control characters")
+    from jobwrap.config.values import check_token
+
+    try:
+        check_token(token, "the ProMonitor API key")
+    except UsageError as exc:
+        raise ConfigError(str(exc)) from None
     if not token.startswith("pm_"):
         return "the ProMonitor API key does not start with 'pm_' as ProMonitor keys do"
     return None

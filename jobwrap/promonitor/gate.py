@@ -31,6 +31,7 @@ class DependencySettings:
     base_url: str
     requests_per_minute: int = 2
     require_up: str = "off"  # off | on | strict
+    problem: str | None = None  # why the settings cannot be used (bad key, URL, budget)
 
 
 class DependencyCheck:
@@ -48,31 +49,38 @@ class DependencyCheck:
 
     def _open(self) -> bool:
         """Set up the client and the shared cache; False (with a note) when that fails."""
+        problem = self._setup()
+        if problem is None:
+            return True
+        self.notes.append(f"warning: {problem}; running without the cross-check")
+        return False
+
+    def _setup(self) -> str | None:
+        """Set up the client and the shared cache; why not, when that fails."""
         from jobwrap.promonitor.cache import open_pmcache
         from jobwrap.promonitor.client import ProMonitorClient, check_key_format
         from jobwrap.promonitor.crosscheck import CrossCheck
 
         settings = self.settings
+        if settings.problem:
+            return f"ProMonitor: {settings.problem}"
         if not settings.token:
-            self.notes.append("warning: --promonitor needs a ProMonitor API key "
-                              "(JOBWRAP_PROMONITOR_TOKEN or the config file); "
-                              "running without the cross-check")
-            return False
-        shape = check_key_format(settings.token)
-        if shape:
-            self.notes.append(f"warning: ProMonitor API key: {shape}")
+            return ("--promonitor needs a ProMonitor API key "
+                    "(JOBWRAP_PROMONITOR_TOKEN or the config file)")
         try:
+            shape = check_key_format(settings.token)
             cache = open_pmcache(self.state_dir, settings.token,
                                  requests_per_minute=settings.requests_per_minute)
         except JobwrapError as exc:
-            self.notes.append(f"warning: ProMonitor cross-check skipped: {exc}")
-            return False
+            return f"ProMonitor cross-check skipped: {exc}"
+        if shape:
+            self.notes.append(f"warning: ProMonitor API key: {shape}")
 
         def client():
             return ProMonitorClient(settings.base_url, settings.token or "")
 
         self.check = CrossCheck(client, cache)
-        return True
+        return None
 
     def _say_notes(self) -> None:
         for note in self.notes:
@@ -80,17 +88,31 @@ class DependencyCheck:
         self.notes.clear()
 
     def gate(self):
-        """With --require-up: fetch now and decide.  The GateDecision, or None (run anyway)."""
+        """With --require-up: fetch now and decide.  The GateDecision, or None (run anyway).
+
+        ``strict`` fails closed: whatever keeps the check from being made (no key, a cache
+        that cannot be used, an answer that cannot be read, a bug) refuses the run.
+        """
+        from jobwrap.promonitor.crosscheck import GateDecision
+
+        strict = self.settings.require_up == "strict"
         try:
-            if not self._open():
+            problem = self._setup()
+            if problem is not None:
+                if not strict:
+                    self.notes.append(f"warning: {problem}; running without the cross-check")
+                    return None
+                decision = GateDecision(False, f"{problem}; not running (--require-up=strict)")
+            else:
+                assert self.check is not None
+                self.state = self.check.fetch_state(self.settings.monitor_id)
+                decision = self.check.gate(self.state, strict=strict)
+        except Exception as exc:  # a bug must not stop the job unless strict: say so
+            what = f"ProMonitor gate failed ({type(exc).__name__})"
+            if not strict:
+                self.notes.append(f"warning: {what}; running anyway")
                 return None
-            assert self.check is not None
-            self.state = self.check.fetch_state(self.settings.monitor_id)
-            decision = self.check.gate(self.state, strict=self.settings.require_up == "strict")
-        except Exception as exc:  # a bug must not stop the job: run it, and say so
-            self.notes.append(f"warning: ProMonitor gate failed ({type(exc).__name__}); "
-                              "running anyway")
-            return None
+            decision = GateDecision(False, f"{what}; not running (--require-up=strict)")
         finally:
             self._say_notes()
         if decision.message:

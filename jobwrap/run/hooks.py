@@ -63,7 +63,9 @@ class HookOutcome:
 
 def hook_environment(record: RunRecord, env: Mapping[str, str]) -> dict[str, str]:
     """jobwrap's environment without its secrets, with the run's facts and metas."""
-    secrets = set(SECRET_ENV) | {name + "_FILE" for name in SECRET_ENV}
+    from jobwrap.config.settings import SECRET_ENV as SETTINGS_SECRETS
+
+    secrets = set(SECRET_ENV) | {name + "_FILE" for name in SECRET_ENV} | set(SETTINGS_SECRETS)
     result = {k: v for k, v in env.items()
               if k not in secrets and k not in FACT_ENV and not k.startswith("JOBWRAP_META_")}
     facts = {

@@ -17,7 +17,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from jobwrap.config.settings import Resolved
+from jobwrap.config.settings import IDLEMON, PROMONITOR, Settings, child_environment
+from jobwrap.config.values import RequireUp, bool_word
 from jobwrap.errors import ExitStatus, JobwrapError, UsageError
 from jobwrap.idlemon.report import BACKLOG_PER_RUN, LEASE_MARGIN_S, ReportSettings, wants_report
 from jobwrap.output.patterns import Kind, PatternSpec, check_unique, parse_pattern_spec
@@ -26,8 +27,9 @@ from jobwrap.process.tree import signal_name
 from jobwrap.run.hooks import HookSettings
 from jobwrap.store.history import History, RunRecord, open_history
 
-if TYPE_CHECKING:  # imported only when --promonitor is used
+if TYPE_CHECKING:  # imported only when --promonitor is used (--lock-url)
     from jobwrap.promonitor.gate import DependencySettings
+    from jobwrap.store.fleet import FleetSettings
 
 Warn = Callable[[str], None]
 
@@ -55,6 +57,9 @@ class RunSettings:
     skipped_exit: int = ExitStatus.TEMPFAIL
     lock: str | None = None  # the lock's name; None: runs may overlap
     lock_wait_s: float | None = None
+    report_problem: str | None = None  # why reports cannot be sent (token, URL): kept instead
+    env: Mapping[str, str] | None = None  # the command's environment; None: jobwrap's own
+    fleet: FleetSettings | None = None  # only with --lock and a lock URL
     hooks: HookSettings = HookSettings()  # --on-failure / --on-success
     output: str = "live"  # live | on-failure (held, written out only if the run fails)
     metrics_dir: Path | None = None
@@ -66,55 +71,60 @@ class RunSettings:
 
 
 def build_run_settings(
-    resolved: Resolved,
+    settings: Settings,
     argv: tuple[str, ...],
     meta_flags: tuple[str, ...] = (),
     count_flags: tuple[str, ...] = (),
     summary_json: Path | None = None,
     dry_run: bool = False,
 ) -> RunSettings:
-    """Validate everything a run needs, before the command starts (UsageError/ConfigError)."""
+    """Validate everything a run needs, before the command starts (UsageError/ConfigError).
+
+    Only *what to run* can fail here; a problem with *where to report* (token, URL) is kept
+    in ``report_problem`` and said after the run, whose report is kept for ``jobwrap flush``.
+    """
     if not argv:
         raise UsageError("no command given: jobwrap run [OPTIONS] -- COMMAND [ARG]...")
-    patterns = _patterns(resolved, meta_flags, count_flags)
-    if resolved["monitor"] and resolved["idlemon_token"]:
-        from jobwrap.net.http import check_base_url
-
-        check_base_url(resolved["idlemon_url"], "Idlemon")
-    schedule = resolved["schedule"]
+    if not argv[0] or "\0" in argv[0]:
+        raise UsageError("the command name is empty: jobwrap run [OPTIONS] -- COMMAND [ARG]...")
+    patterns = _patterns(settings, meta_flags, count_flags)
+    schedule = settings.schedule
     if schedule:
         from jobwrap.schedule import parse_schedule
 
         schedule = str(parse_schedule(schedule))
     return RunSettings(
         argv=argv,
-        state_dir=resolved["state_dir"],
-        monitor=resolved["monitor"],
+        state_dir=settings.state_dir,
+        monitor=settings.monitor,
         patterns=patterns,
-        timeout_s=resolved["timeout"],
-        kill_after_s=resolved["kill_after"],
-        capture=resolved["capture"],
+        timeout_s=settings.timeout,
+        kill_after_s=settings.kill_after,
+        capture=settings.capture,
         summary_json=summary_json,
         schedule=schedule,
         report=ReportSettings(
-            policy=resolved["report"],
-            base_url=resolved["idlemon_url"],
-            token=resolved["idlemon_token"],
-            budget_s=resolved["report_timeout"],
+            policy=settings.report,
+            base_url=settings.idlemon_url,
+            token=settings.idlemon_token,
+            budget_s=settings.report_timeout,
             dry_run=dry_run,
         ),
-        dependency=_dependency_settings(resolved),
-        skipped_exit=resolved["skipped_exit"],
-        lock=_lock_name(resolved["lock"], resolved["monitor"], argv, resolved["lock_wait"]),
-        lock_wait_s=resolved["lock_wait"],
-        hooks=HookSettings(resolved["on_failure"] or None, resolved["on_success"] or None,
-                           resolved["hook_timeout"]),
-        output=resolved["output"],
-        metrics_dir=resolved["metrics_dir"],
+        report_problem=settings.problem(IDLEMON),
+        dependency=_dependency_settings(settings),
+        skipped_exit=settings.skipped_exit,
+        lock=_lock_name(settings.lock, settings.monitor, argv, settings.lock_wait),
+        lock_wait_s=settings.lock_wait,
+        env=child_environment(settings),
+        fleet=_fleet_settings(settings),
+        hooks=HookSettings(settings.on_failure or None, settings.on_success or None,
+                           settings.hook_timeout),
+        output=settings.output,
+        metrics_dir=settings.metrics_dir,
     )
 
 
-def _patterns(resolved: Resolved, meta_flags: tuple[str, ...],
+def _patterns(settings: Settings, meta_flags: tuple[str, ...],
               count_flags: tuple[str, ...]) -> tuple[PatternSpec, ...]:
     """The monitor section's patterns, then the flags' (a flag wins for its name)."""
     flag_specs = [parse_pattern_spec(t, "meta") for t in meta_flags]
@@ -122,7 +132,7 @@ def _patterns(resolved: Resolved, meta_flags: tuple[str, ...],
     check_unique(flag_specs)
     given = {s.name for s in flag_specs}
     sections: tuple[tuple[Kind, Mapping[str, str]], ...] = (
-        ("meta", resolved.metas), ("count", resolved.counts))
+        ("meta", settings.metas), ("count", settings.counts))
     file_specs = [
         parse_pattern_spec(f"{name}={rx}", kind)
         for kind, table in sections
@@ -137,31 +147,47 @@ def _patterns(resolved: Resolved, meta_flags: tuple[str, ...],
 def _lock_name(value: str | None, monitor: str | None, argv: tuple[str, ...],
                wait: float | None) -> str | None:
     """``--lock`` alone (or ``lock = true``) names the lock after the job; false: no lock."""
-    if value is None or value.lower() in ("false", "no", "off"):
+    word = None if value is None or value == "" else bool_word(value)
+    if value is None or word is False:
         if wait is not None:
             raise UsageError("--lock-wait needs --lock")
         return None
-    if value == "" or value.lower() in ("true", "yes", "on"):
+    if value == "" or word is True:
         return monitor or shlex.join(argv)
     return value
 
 
-def _dependency_settings(resolved: Resolved) -> DependencySettings | None:
-    require_up = resolved["require_up"] or "off"
-    if not resolved["promonitor"]:
-        if require_up != "off":
+def _fleet_settings(settings: Settings) -> FleetSettings | None:
+    """With --lock and a lock URL: the Redis lease's settings (the client must be installed)."""
+    if settings.lock is None or bool_word(settings.lock) is False or not settings.lock_url:
+        return None
+    from jobwrap.store.fleet import FleetSettings, require_client
+
+    require_client()
+    return FleetSettings(
+        url=settings.lock_url,
+        password=settings.lock_password,
+        lease_s=settings.lock_lease,
+        unavailable=settings.lock_unavailable,
+        host=os.environ.get("JOBWRAP_HOSTNAME") or os.uname().nodename,
+    )
+
+
+def _dependency_settings(settings: Settings) -> DependencySettings | None:
+    require_up = settings.require_up or RequireUp.OFF
+    if not settings.promonitor:
+        if require_up != RequireUp.OFF:
             raise UsageError("--require-up needs --promonitor ID (or promonitor in the config)")
         return None
-    from jobwrap.net.http import check_base_url
     from jobwrap.promonitor.gate import DependencySettings
 
-    check_base_url(resolved["promonitor_url"], "ProMonitor")
     return DependencySettings(
-        monitor_id=resolved["promonitor"],
-        token=resolved["promonitor_token"],
-        base_url=resolved["promonitor_url"],
-        requests_per_minute=resolved["promonitor_rpm"],
+        monitor_id=settings.promonitor,
+        token=settings.promonitor_token,
+        base_url=settings.promonitor_url,
+        requests_per_minute=settings.promonitor_rpm,
         require_up=require_up,
+        problem=settings.problem(PROMONITOR),
     )
 
 
@@ -263,21 +289,61 @@ def _run_guarded(settings: RunSettings, guard: _SignalGuard, warn: Warn) -> RunR
 
 
 def _take_lock(settings: RunSettings, warn: Warn):
-    """The JobLock, or the record of the skipped run when it cannot be had."""
+    """The JobLock (and fleet lease), or the record of the skipped run when it cannot be had."""
     from jobwrap.store import lock as locks
 
     assert settings.lock is not None
     try:
         held = locks.acquire(settings.state_dir, settings.lock, settings.lock_wait_s)
     except JobwrapError as exc:
-        # As with the history: a broken state dir must not stop the job. Say so and run.
-        warn(f"warning: cannot take lock {settings.lock!r} ({exc}); running without it")
+        # The user asked for mutual exclusion: a lock that cannot be taken skips the run, as
+        # `flock -n` does, rather than risk two runs at once.
+        reason = f"skipped: cannot take lock {settings.lock!r} ({exc})"
+        warn(reason)
+        return finish_run(settings, skipped_record(settings, reason), warn)
+    if held is None:
+        reason = locks.holder(settings.state_dir, settings.lock).skip_message()
+        warn(reason)
+        return finish_run(settings, skipped_record(settings, reason), warn)
+    if settings.fleet is not None:
+        return _take_fleet_lock(settings, settings.fleet, held, warn)
+    return held
+
+
+def _take_fleet_lock(settings: RunSettings, fleet_settings: FleetSettings, local, warn: Warn):
+    """After the local lock, the fleet's lease and slot in Redis; a skip record when refused."""
+    from jobwrap.store import fleet
+
+    assert settings.lock is not None
+    run_id = new_run_id()
+    try:
+        got = fleet.acquire(fleet_settings, settings.lock, run_id=run_id, warn=warn,
+                            slot=_fleet_slot(settings.schedule))
+    except fleet.FleetUnavailable as exc:
+        if fleet_settings.unavailable == "run":
+            warn(f"warning: {exc}; running without the fleet lock (--lock-unavailable run)")
+            return local
+        got = fleet.Refused(f"skipped: {exc} (fleet lock {settings.lock!r})", fleet.Holder())
+    if isinstance(got, fleet.Lease):
+        return fleet.FleetLock(local, got, run_id)
+    if local is not None:
+        local.release()
+    warn(got.message)
+    return finish_run(settings, skipped_record(settings, got.message), warn)
+
+
+def _fleet_slot(schedule: str | None):
+    """The schedule slot this run belongs to (the nearest fire time), None without one."""
+    if not schedule:
         return None
-    if held is not None:
-        return held
-    reason = locks.holder(settings.state_dir, settings.lock).skip_message()
-    warn(reason)
-    return finish_run(settings, skipped_record(settings, reason), warn)
+    from jobwrap.schedule import parse_schedule
+    from jobwrap.store.fleet import Slot
+
+    parsed = parse_schedule(schedule)
+    if parsed.is_reboot:
+        return None
+    fire, keep = parsed.slot_at(datetime.now(UTC))
+    return Slot(fire, keep.total_seconds())
 
 
 def _run_locked(settings: RunSettings, held, guard: _SignalGuard, warn: Warn) -> RunRecord:
@@ -306,16 +372,21 @@ def _run_locked(settings: RunSettings, held, guard: _SignalGuard, warn: Warn) ->
             timeout_s=settings.timeout_s,
             kill_after_s=settings.kill_after_s,
             capture=settings.capture,
+            env=settings.env,  # without jobwrap's secrets
             # The child inherits the lock: it is held as long as the job's tree lives.
-            pass_fds=(held.fd,) if held is not None else (),
+            pass_fds=(held.fd,) if held is not None and held.fd is not None else (),
             sink=holder.write if holder is not None else None,
-        )
+        ),
+        run_id=getattr(held, "run_id", None),  # the fleet lease names the run
     )
     if holder is not None:
         holder.finish(failed=result.exit_status != 0)
     if result.spawn_error:
         warn(result.spawn_error)
-    record = make_record(settings, result, _context_metas(dependency, result, warn))
+    extra = _context_metas(dependency, result, warn)
+    if getattr(held, "lost", False):
+        extra.append(("lock_lost", "true"))
+    record = make_record(settings, result, extra)
     return finish_run(settings, record, warn, guard)
 
 
@@ -381,6 +452,14 @@ def _store_and_report(settings: RunSettings, record: RunRecord, warn: Warn,
     if to_send and report.dry_run:
         warn("dry run: would send\n" + _describe_request(settings, record))
         return record
+    if to_send and settings.report_problem:
+        # Where to report is broken, not the run: keep the report with the reason, so
+        # `jobwrap flush` sends it once the configuration is fixed.
+        warn(f"warning: cannot report to Idlemon: {settings.report_problem}; the report is "
+             "kept for `jobwrap flush`")
+        record = replace(record, report_status="pending", report_error=settings.report_problem)
+        _store(settings.state_dir, record, warn, claim=False, lease=report.budget_s)
+        return record
     if to_send and not report.token:
         warn(
             f"warning: no Idlemon token (JOBWRAP_IDLEMON_TOKEN or the config file): "
@@ -443,6 +522,8 @@ def _deliver(settings: RunSettings, record: RunRecord, history: History | None,
             )
             if backlog:
                 deliverer.deliver(backlog, owner=record.run_id)
+        for note in deliverer.notes:  # delivered, but Idlemon's answer was odd: said once
+            warn(f"warning: {note}")
     if outcome.last_problem:
         kept = "kept for `jobwrap flush`" if history is not None else "lost: no history"
         warn(f"warning: report not delivered ({kept}): {outcome.last_problem}")

@@ -53,6 +53,12 @@ class Reply:
 
     ``passthrough``: after the delay, answer as the API normally would.  ``drop``: close the
     connection without answering at all.
+
+    Hostile answers (each ends when the client hangs up or the server closes):
+    ``drip_s``: send the whole answer, status line included, one byte every ``drip_s``
+    (``drip_headers`` False: the headers at once, then the body dripping).  ``endless``: a
+    chunked body that never ends.  ``huge_bytes``: a body of that many bytes (streamed, never
+    held in memory), announced with its Content-Length.
     """
 
     status: int = 200
@@ -61,6 +67,10 @@ class Reply:
     delay_s: float = 0.0
     passthrough: bool = False
     drop: bool = False
+    drip_s: float = 0.0
+    drip_headers: bool = True
+    endless: bool = False
+    huge_bytes: int = 0
 
     @classmethod
     def json(cls, status: int, payload: Any, headers: tuple[tuple[str, str], ...] = ()) -> Reply:
@@ -92,6 +102,24 @@ class Reply:
     def dropped(cls) -> Reply:
         """Close the connection without a byte of answer."""
         return cls(drop=True)
+
+    @classmethod
+    def dripping(cls, payload: Any = None, *, every_s: float = 0.2,
+                 headers_too: bool = True) -> Reply:
+        """A JSON answer sent one byte at a time, each byte well within any read timeout."""
+        base = cls.json(200, {"ok": True} if payload is None else payload)
+        return cls(base.status, base.body, base.headers, drip_s=every_s,
+                   drip_headers=headers_too)
+
+    @classmethod
+    def endless_chunked(cls) -> Reply:
+        """200, JSON content type, a chunked body that never ends."""
+        return cls(headers=(("Content-Type", "application/json"),), endless=True)
+
+    @classmethod
+    def huge(cls, size: int = 1 << 30) -> Reply:
+        """200 with a Content-Length body of ``size`` bytes (1 GiB by default)."""
+        return cls(headers=(("Content-Type", "application/json"),), huge_bytes=size)
 
 
 class FakeClock:
@@ -241,6 +269,13 @@ class _Handler(BaseHTTPRequestHandler):
             return
         if reply.passthrough:
             reply = self.server.route(request)
+        if reply.drip_s or reply.endless or reply.huge_bytes:
+            self.close_connection = True
+            try:
+                self._write_hostile(reply)
+            except OSError:
+                pass  # the client gave up, as it should
+            return
         self._write(reply)
 
     def _read_request(self) -> RecordedRequest:
@@ -260,6 +295,42 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(reply.body)))
         self.end_headers()
         self.wfile.write(reply.body)
+
+    def _head(self, reply: Reply, extra: tuple[tuple[str, str], ...]) -> bytes:
+        lines = [f"HTTP/1.1 {reply.status} OK", *(f"{n}: {v}" for n, v in reply.headers)]
+        lines += [f"{n}: {v}" for n, v in extra]
+        lines.append("Connection: close")
+        return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+
+    def _write_hostile(self, reply: Reply) -> None:
+        """The drip, endless and huge answers, written raw until done or the client leaves."""
+        release = self.server._release
+        out = self.wfile
+        if reply.drip_s:
+            head = self._head(reply, (("Content-Length", str(len(reply.body))),))
+            if not reply.drip_headers:
+                out.write(head)
+                out.flush()
+                head = b""
+            for byte in head + reply.body:
+                if release.wait(reply.drip_s):
+                    return
+                out.write(bytes([byte]))
+                out.flush()
+            return
+        if reply.endless:
+            out.write(self._head(reply, (("Transfer-Encoding", "chunked"),)))
+            chunk = b" " * 65536
+            framed = b"%x\r\n%s\r\n" % (len(chunk), chunk)
+            while not release.is_set():
+                out.write(framed)
+            return
+        out.write(self._head(reply, (("Content-Length", str(reply.huge_bytes)),)))
+        left = reply.huge_bytes
+        block = b" " * 65536
+        while left > 0 and not release.is_set():
+            out.write(block[:left])
+            left -= len(block)
 
 
 def json_error(status: int, message: str, **extra: Any) -> Reply:

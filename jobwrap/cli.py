@@ -125,6 +125,16 @@ def cli() -> None:
 @click.option("--keep-secrets-env/--no-keep-secrets-env", default=None,
               help="Let the command see jobwrap's tokens in its environment (removed by "
                    "default; for a job that itself calls jobwrap).")
+@click.option("--output", type=click.Choice(["live", "on-failure"]),
+              help="live (default), or on-failure: hold the output, show it only if the run "
+                   "fails (cron mails only failures).")
+@click.option("--on-failure", metavar="CMD",
+              help="After a failed run, run CMD with /bin/sh (the run's facts in JOBWRAP_*).")
+@click.option("--on-success", metavar="CMD", help="After a successful run, run CMD likewise.")
+@click.option("--hook-timeout", type=Duration(),
+              help="Kill a hook and its processes after this long (60s).")
+@click.option("--metrics-dir", type=click.Path(file_okay=False, path_type=Path), metavar="DIR",
+              help="Write Prometheus textfile metrics there [env JOBWRAP_METRICS_DIR].")
 @click.option(
     "--summary-json",
     type=click.Path(dir_okay=False, path_type=Path),

@@ -32,12 +32,14 @@ from typing import Any, Literal
 from jobwrap.config.files import ConfigFile, read_secret, read_toml, system_file, user_file
 from jobwrap.config.files import warn_if_readable as _warn_if_readable
 from jobwrap.config.values import (
+    OutputMode,
     ReportPolicy,
     RequireUp,
     check_token,
     parse_bool,
     parse_duration,
     parse_exit_code,
+    parse_output_mode,
     parse_path,
     parse_policy,
     parse_positive_int,
@@ -139,6 +141,14 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("lock_lease", None, ("lock", "lease"), 30.0, parse_duration, per_monitor=True),
     Setting("lock_unavailable", None, ("lock", "unavailable"), "skip", _lock_unavailable,
             per_monitor=True),
+    Setting("on_failure", None, ("run", "on_failure"), None, parse_text, per_monitor=True),
+    Setting("on_success", None, ("run", "on_success"), None, parse_text, per_monitor=True),
+    Setting("hook_timeout", None, ("run", "hook_timeout"), 60.0, parse_duration,
+            per_monitor=True),
+    Setting("output", None, ("run", "output"), OutputMode.LIVE, parse_output_mode,
+            per_monitor=True),
+    Setting("metrics_dir", "JOBWRAP_METRICS_DIR", ("run", "metrics_dir"), None, parse_path,
+            per_monitor=True),
 )
 _BY_NAME = {s.name: s for s in SETTINGS}
 
@@ -178,6 +188,11 @@ class Settings:
     lock_password: str | None
     lock_lease: float
     lock_unavailable: Literal["skip", "run"]
+    on_failure: str | None
+    on_success: str | None
+    hook_timeout: float
+    output: OutputMode
+    metrics_dir: Path | None
     sources: Mapping[str, str] = field(default_factory=dict)
     metas: Mapping[str, str] = field(default_factory=dict)  # from the monitor's section
     counts: Mapping[str, str] = field(default_factory=dict)

@@ -31,6 +31,13 @@ class ReportPolicy(StrEnum):
     NEVER = "never"
 
 
+class OutputMode(StrEnum):
+    """Where the command's output goes: through at once, or held and shown only on failure."""
+
+    LIVE = "live"
+    ON_FAILURE = "on-failure"
+
+
 class RequireUp(StrEnum):
     """Whether a down (or unknown) ProMonitor dependency keeps the job from starting."""
 
@@ -99,6 +106,13 @@ def parse_policy(text: object, what: str = "report policy") -> ReportPolicy:
         return ReportPolicy(str(text).strip().lower())
     except ValueError:
         raise UsageError(f"bad {what} {text!r}: choose success, always or never") from None
+
+
+def parse_output_mode(text: object, what: str = "output") -> OutputMode:
+    raw = str(text).strip().lower().replace("_", "-")
+    if raw not in tuple(OutputMode):
+        raise UsageError(f"bad {what} {text!r}: choose live or on-failure")
+    return OutputMode(raw)
 
 
 def parse_require_up(text: object, what: str = "require-up") -> RequireUp:

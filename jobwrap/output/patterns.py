@@ -42,6 +42,7 @@ RESERVED_NAMES = frozenset(
         "signal", "timed_out", "skipped", "ran_at", "delayed_s", "schedule",
         "promonitor_status", "promonitor_response_ms", "promonitor_down_since",
         "systemd_unit", "ci", "ci_job_url", "commit", "analysis_incomplete",
+        "hook", "hook_status", "hook_duration_ms",
     }
 )
 

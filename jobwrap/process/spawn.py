@@ -17,7 +17,7 @@ import signal
 import threading
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -50,6 +50,8 @@ class RunSpec:
     capture: bool = True
     env: Mapping[str, str] | None = None  # None: inherit jobwrap's environment
     pass_fds: tuple[int, ...] = ()  # extra descriptors the child keeps (the run's lock)
+    # Where a chunk for fd 1 or 2 goes (``--output on-failure`` holds it); None: to the fd.
+    sink: Callable[[int, bytes], None] | None = None
 
 
 @dataclass(frozen=True)
@@ -207,6 +209,7 @@ class _Pump:
     def __init__(self, run: _Run, pipes: dict[int, tuple[int, int]]) -> None:
         self.run_ = run
         self.pipes = pipes  # read fd -> (stream index, destination fd or -1 once broken)
+        self.write = run.spec.sink or _write_all
         self.poller = select.poll()
         for fd in pipes:
             self.poller.register(fd, select.POLLIN)
@@ -261,7 +264,7 @@ class _Pump:
         stream, dest = self.pipes[fd]
         if dest >= 0:
             try:
-                _write_all(dest, data)
+                self.write(dest, data)
             except BrokenPipeError:
                 # Our reader went away: close the pipe so the child meets the same fate it
                 # would have met writing there directly (SIGPIPE / EPIPE).

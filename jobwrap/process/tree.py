@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import signal
 import sys
+from collections.abc import Collection
 
 PR_SET_CHILD_SUBREAPER = 36
 
@@ -82,6 +83,31 @@ def kill_leftovers(wait_s: float) -> None:
             pass
     psutil.wait_procs(procs, timeout=wait_s)
     reap_orphans()
+
+
+def descendant_pids() -> set[int]:
+    """The pids of every live descendant (to spare them later, see :func:`kill_group_tree`)."""
+    return {proc.pid for proc in descendants()}
+
+
+def kill_group_tree(pgid: int, spare: Collection[int] = ()) -> None:
+    """SIGKILL a process group and every descendant of ours not in ``spare``.
+
+    The descendants are listed before anything is killed, while the group's processes still
+    link them to us.  A hook's tree is killed this way without touching other descendants.
+    """
+    import psutil
+
+    procs = [proc for proc in descendants() if proc.pid not in spare]
+    try:
+        os.killpg(pgid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+    for proc in procs:
+        try:
+            proc.kill()
+        except psutil.Error:
+            pass
 
 
 def signal_name(signum: int) -> str:

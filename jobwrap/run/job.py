@@ -24,6 +24,7 @@ from jobwrap.idlemon.report import BACKLOG_PER_RUN, LEASE_MARGIN_S, ReportSettin
 from jobwrap.output.patterns import Kind, PatternSpec, check_unique, parse_pattern_spec
 from jobwrap.process.spawn import RunResult, RunSpec, new_run_id, run_command
 from jobwrap.process.tree import signal_name
+from jobwrap.run.hooks import HookSettings
 from jobwrap.store.history import History, RunRecord, open_history
 from jobwrap.store.record import storable
 
@@ -64,6 +65,9 @@ class RunSettings:
     report_problem: str | None = None  # why reports cannot be sent (token, URL): kept instead
     env: Mapping[str, str] | None = None  # the command's environment; None: jobwrap's own
     fleet: FleetSettings | None = None  # only with --lock and a lock URL
+    hooks: HookSettings = HookSettings()  # --on-failure / --on-success
+    output: str = "live"  # live | on-failure (held, written out only if the run fails)
+    metrics_dir: Path | None = None
 
     @property
     def job(self) -> str:
@@ -118,6 +122,10 @@ def build_run_settings(
         lock_wait_s=settings.lock_wait,
         env=child_environment(settings),
         fleet=_fleet_settings(settings),
+        hooks=HookSettings(settings.on_failure or None, settings.on_success or None,
+                           settings.hook_timeout),
+        output=settings.output,
+        metrics_dir=settings.metrics_dir,
     )
 
 
@@ -246,10 +254,32 @@ def run_job(settings: RunSettings, warn: Warn = warn_stderr) -> int:
     """Run the command, record the run, report it, write the summary; return the exit status."""
     with _SignalGuard() as guard:
         try:
-            return _run_guarded(settings, guard, warn).exit_code
+            record = _run_guarded(settings, guard, warn)
         except _Stopped as stop:  # a signal before the command started: it never will
             warn(f"stopped by {signal_name(stop.args[0])} before the command started")
             return ExitStatus.SIGNAL_BASE + stop.args[0]
+        guard.after_child = True  # from here a signal stops the hook, never the record
+        _tell(settings, record, guard, warn)
+        return record.exit_code
+
+
+def _tell(settings: RunSettings, record: RunRecord, guard: _SignalGuard, warn: Warn) -> None:
+    """After the run is recorded: the metrics textfile, then the hook.  Contained."""
+    try:
+        if settings.metrics_dir is not None:
+            from jobwrap.run.metrics import write_metrics
+
+            write_metrics(settings.metrics_dir, settings.job, settings.state_dir, warn,
+                          running=None if record.skipped else False, fallback=record)
+        if settings.hooks.chosen(record) is not None:
+            from jobwrap.run.hooks import record_hook, run_hook
+
+            outcome = run_hook(settings.hooks, record, warn, stop=lambda: guard.stopping)
+            if outcome is not None:
+                record_hook(settings.state_dir, record.run_id, outcome, warn)
+    except Exception as exc:  # a bug here must not cost the job its exit status
+        warn(f"warning: internal error after the run ({type(exc).__name__}); "
+             "its exit status is unaffected")
 
 
 def _run_guarded(settings: RunSettings, guard: _SignalGuard, warn: Warn) -> RunRecord:
@@ -343,6 +373,11 @@ def _run_locked(settings: RunSettings, run_id: str, held, guard: _SignalGuard,
     # A dry run may end unrecorded (see _store_and_report): it does not record its start.
     history = None if settings.report.dry_run else _record_start(settings, run_id)
     guard.after_child = True  # the runner forwards signals while the child runs
+    if settings.metrics_dir is not None:
+        from jobwrap.run.metrics import write_metrics
+
+        write_metrics(settings.metrics_dir, settings.job, settings.state_dir, warn, running=True)
+    holder = _hold_output(settings, warn)
     result = run_command(
         RunSpec(
             argv=settings.argv,
@@ -353,9 +388,12 @@ def _run_locked(settings: RunSettings, run_id: str, held, guard: _SignalGuard,
             env=settings.env,  # without jobwrap's secrets
             # The child inherits the lock: it is held as long as the job's tree lives.
             pass_fds=(held.fd,) if held is not None and held.fd is not None else (),
+            sink=holder.write if holder is not None else None,
         ),
         run_id,
     )
+    if holder is not None:
+        holder.finish(failed=result.exit_status != 0)
     if result.spawn_error:
         warn(result.spawn_error)
     extra = _context_metas(dependency, result, warn)
@@ -381,6 +419,15 @@ def _record_start(settings: RunSettings, run_id: str) -> History | None:
     except JobwrapError:
         pass  # not now: the outcome is stored when the run ends, or a warning says why not
     return history
+
+
+def _hold_output(settings: RunSettings, warn: Warn):
+    """``--output on-failure``: the sink that holds the output (None: live, or it cannot)."""
+    if settings.output != "on-failure":
+        return None
+    from jobwrap.process.hold import hold_output
+
+    return hold_output(settings.state_dir, warn)
 
 
 def _context_metas(dependency, result: RunResult, warn: Warn) -> list[tuple[str, str]]:

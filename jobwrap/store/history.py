@@ -21,6 +21,7 @@ A malformed row (a hand edit, a disk error) is skipped, never fatal: readers nam
 from __future__ import annotations
 
 import errno
+import json
 import os
 import sqlite3
 import time
@@ -134,6 +135,41 @@ class History:
             spool.remove(path)
             moved += 1
         return moved
+
+    def add_metas(self, run_id: str, metas: list[tuple[str, str]]) -> None:
+        """Append metas to a stored run (what happened after it, such as its hook)."""
+        with self.write() as db:
+            row = db.execute("SELECT metas FROM runs WHERE run_id = ?", (run_id,)).fetchone()
+            if row is None:
+                return
+            try:
+                old = json.loads(row[0])
+            except ValueError:
+                old = []  # a malformed row: keep what can be said now
+            stored = (old if isinstance(old, list) else []) + [
+                {"name": n, "value": v} for n, v in metas]
+            db.execute("UPDATE runs SET metas = ? WHERE run_id = ?", (json.dumps(stored), run_id))
+
+    def job_counts(self, job: str) -> dict[str, int]:
+        """The job's runs in the history by result: success, failure, timeout, skipped."""
+        rows = self._read(
+            "SELECT CASE WHEN skipped IS NOT NULL THEN 'skipped' WHEN timed_out THEN 'timeout'"
+            " WHEN exit_code = 0 THEN 'success' ELSE 'failure' END AS result, count(*) AS n"
+            f" FROM runs WHERE job = ?{self._done} GROUP BY result",
+            (job,),
+        )
+        return {row["result"]: row["n"] for row in rows}
+
+    def last_run(self, job: str, *, success: bool = False) -> RunRecord | None:
+        """The job's newest run that started (``success``: that exited 0)."""
+        where = " AND exit_code = 0" if success else ""
+        rows = self._read(
+            f"SELECT * FROM runs WHERE job = ? AND skipped IS NULL{where}{self._done}"
+            " ORDER BY started_at DESC, rowid DESC LIMIT 1",
+            (job,),
+        )
+        records = self._parse(rows)
+        return records[0] if records else None
 
     # The spool ---------------------------------------------------------------------------
     # A report is delivered by whoever holds its claim.  A claim is a lease: if its holder dies

@@ -164,7 +164,15 @@ def test_unit_files_run_valid_jobwrap_commands(path):
     else:
         commands = invocations_in_text(text, only=lambda line: line.startswith("Exec"))
     if path.suffix == ".timer":
-        assert "Unit=" in text or "OnCalendar=" in text
+        # A timer runs no command itself: the service it activates (Unit=, else the service of
+        # the same name) must be one of ours and run jobwrap.
+        assert re.search(r"^OnCalendar=\S", text, re.M), f"{path.name} has no default schedule"
+        named = re.search(r"^Unit=(\S+)", text, re.M)
+        service = UNITS / (named.group(1) if named else path.stem + ".service")
+        assert service.is_file(), f"{path.name} activates {service.name}, which is not shipped"
+        commands = invocations_in_text(service.read_text(),
+                                       only=lambda line: line.startswith("ExecStart="))
+        assert [(Path(argv[0]).name, argv[1]) for argv in commands] == [("jobwrap", "run")]
         return
     assert commands, f"{path.name} runs no jobwrap command"
     for argv in commands:

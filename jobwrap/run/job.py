@@ -18,11 +18,17 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from jobwrap.config.settings import Resolved
-from jobwrap.errors import ExitStatus, JobwrapError, UsageError
+from jobwrap.errors import ExitStatus, JobwrapError, UsageError, signal_name
 from jobwrap.idlemon.report import BACKLOG_PER_RUN, LEASE_MARGIN_S, ReportSettings, wants_report
 from jobwrap.output.patterns import Kind, PatternSpec, check_unique, parse_pattern_spec
-from jobwrap.process.spawn import RunResult, RunSpec, new_run_id, run_command
-from jobwrap.process.tree import signal_name
+from jobwrap.process.spawn import (
+    FORWARDED_SIGNALS,
+    STOP_SIGNALS,
+    RunResult,
+    RunSpec,
+    new_run_id,
+    run_command,
+)
 from jobwrap.store.history import History, RunRecord, open_history
 
 if TYPE_CHECKING:  # imported only when --promonitor is used
@@ -32,8 +38,11 @@ Warn = Callable[[str], None]
 
 
 def warn_stderr(message: str) -> None:
-    sys.stderr.write(f"jobwrap: {message}\n")
-    sys.stderr.flush()
+    try:
+        sys.stderr.write(f"jobwrap: {message}\n")
+        sys.stderr.flush()
+    except (OSError, ValueError):
+        pass  # stderr is full or gone: a warning must not cost the run its status
 
 
 @dataclass(frozen=True)
@@ -197,7 +206,7 @@ def make_record(settings: RunSettings, result: RunResult,
         schedule=settings.schedule,
         signal=result.signal,
         timed_out=result.timed_out,
-        error=result.spawn_error,
+        error=result.spawn_error or result.write_error,
         stdout_lines=result.analysis.stdout_lines,
         stderr_lines=result.analysis.stderr_lines,
         cpu_user_s=result.cpu_user_s,
@@ -263,7 +272,6 @@ def _run_locked(settings: RunSettings, held, guard: _SignalGuard, warn: Warn) ->
         prewarm_http()
     if dependency is not None:
         dependency.start()
-    guard.after_child = True  # the runner forwards signals while the child runs
     result = run_command(
         RunSpec(
             argv=settings.argv,
@@ -273,10 +281,13 @@ def _run_locked(settings: RunSettings, held, guard: _SignalGuard, warn: Warn) ->
             capture=settings.capture,
             # The child inherits the lock: it is held as long as the job's tree lives.
             pass_fds=(held.fd,) if held is not None else (),
-        )
+        ),
+        relay=guard,  # the runner forwards signals while the child runs
     )
     if result.spawn_error:
         warn(result.spawn_error)
+    if result.write_error:
+        warn(result.write_error)
     record = make_record(settings, result, _context_metas(dependency, result, warn))
     return finish_run(settings, record, warn, guard)
 
@@ -413,18 +424,20 @@ def _describe_request(settings: RunSettings, record: RunRecord) -> str:
 
 
 class _SignalGuard:
-    """SIGTERM/SIGINT/SIGHUP around a run, outside the time the child runs.
+    """The forwarded signals (TERM, INT, HUP, QUIT, USR1, USR2) for the whole run.
 
-    Before the child starts (waiting for a lock, asking ProMonitor) they abort the run, as
-    they would have aborted the command.  While the child runs the runner forwards them to it.
-    After the child, they must not cost the run: storing it finishes, and sending its report
-    stops (the report stays pending for a later run or flush) — ``stopping`` says one came.
+    A signal that was ignored when jobwrap started (``nohup``, a background job of a
+    non-interactive shell) gets no handler, so it stays ignored for jobwrap and the child.
+    Before the child starts (waiting for a lock, asking ProMonitor) the others abort the run,
+    as they would have aborted the command.  While the child runs the runner gets them
+    (:meth:`attach`).  After the child they are absorbed so the run's status stands; a stop
+    signal (TERM, INT, HUP) also ends the sending of its report, which stays pending for a
+    later run or flush — ``stopping`` says one came.
     """
-
-    SIGNALS = ("SIGTERM", "SIGINT", "SIGHUP")
 
     def __init__(self) -> None:
         self.old: dict = {}
+        self.forward: Callable[[int], None] | None = None
         self.after_child = False
         self.sending = False
         self.received: int | None = None
@@ -434,15 +447,27 @@ class _SignalGuard:
         import threading
 
         if threading.current_thread() is threading.main_thread():
-            for name in self.SIGNALS:
-                signum = getattr(signal, name)
-                self.old[signum] = signal.signal(signum, self._on_signal)
+            for signum in FORWARDED_SIGNALS:
+                if signal.getsignal(signum) != signal.SIG_IGN:
+                    self.old[signum] = signal.signal(signum, self._on_signal)
         return self
 
+    def attach(self, forward: Callable[[int], None] | None) -> None:
+        """The runner's hand-over: signals go to ``forward`` until it passes None (reaped)."""
+        self.forward = forward
+        if forward is None:
+            self.after_child = True
+
     def _on_signal(self, signum: int, _frame: object) -> None:
-        self.received = signum
-        if not self.after_child or self.sending:
+        if self.forward is not None:
+            self.forward(signum)
+            return
+        if not self.after_child:
             raise _Stopped(signum)
+        if signum in STOP_SIGNALS:
+            self.received = signum
+            if self.sending:
+                raise _Stopped(signum)
 
     @property
     def stopping(self) -> bool:

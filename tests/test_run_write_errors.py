@@ -94,3 +94,14 @@ def test_echo_with_stdout_closed_exits_as_bare_echo():
                              stderr=subprocess.PIPE, timeout=60)
     assert bare.returncode == 1
     assert wrapped.returncode == bare.returncode
+
+
+def test_a_closed_stdout_never_sends_the_output_into_the_lock_file(state_dir):
+    def close_stdout() -> None:
+        os.close(1)
+
+    wrapped = subprocess.run([*JOBWRAP, "run", "--lock", "--", "echo", "OUTPUT"],
+                             preexec_fn=close_stdout, stderr=subprocess.PIPE, timeout=60)
+    assert wrapped.returncode == 1  # as `echo hi >&-`
+    [lock] = (state_dir / "locks").iterdir()
+    assert not lock.read_bytes().startswith(b"OUTPUT")

@@ -538,19 +538,22 @@ def _enlarge_pipe(fd: int) -> None:
         pass  # not Linux, or over the user's pipe quota: the default size still works
 
 
+_CLOSED_AT_START: set[int] = set()
+
+
 def ensure_standard_fds() -> tuple[int, ...]:
     """If jobwrap was started with fd 0, 1 or 2 closed, put /dev/null there; return which.
 
-    Otherwise ``os.pipe()`` could hand out fd 1 and the child would lose its stdout.
+    Otherwise the next file opened (a lock, ``os.pipe()``) could get fd 1 and the output would
+    go there.  Call it first thing; later calls still return what was closed at the first.
     """
-    closed = []
     for fd in (0, 1, 2):
         try:
             os.fstat(fd)
         except OSError:
-            closed.append(fd)
+            _CLOSED_AT_START.add(fd)
             null = os.open(os.devnull, os.O_RDWR)
             if null != fd:
                 os.dup2(null, fd)
                 os.close(null)
-    return tuple(closed)
+    return tuple(sorted(_CLOSED_AT_START))

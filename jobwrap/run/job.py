@@ -26,6 +26,7 @@ from jobwrap.process.spawn import (
     STOP_SIGNALS,
     RunResult,
     RunSpec,
+    ensure_standard_fds,
     new_run_id,
     run_command,
 )
@@ -220,6 +221,7 @@ def make_record(settings: RunSettings, result: RunResult,
 
 def run_job(settings: RunSettings, warn: Warn = warn_stderr) -> int:
     """Run the command, record the run, report it, write the summary; return the exit status."""
+    ensure_standard_fds()  # before any file is opened: a closed fd 1 must not become the lock
     with _SignalGuard() as guard:
         try:
             return _run_guarded(settings, guard, warn).exit_code

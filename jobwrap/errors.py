@@ -7,6 +7,8 @@ contain secrets.
 
 from __future__ import annotations
 
+import os
+import signal
 from enum import IntEnum
 
 
@@ -18,10 +20,29 @@ class ExitStatus(IntEnum):
     USAGE = 2  # jobwrap's own usage or configuration error, caught before the command starts
     INTERNAL = 70  # EX_SOFTWARE: a bug in jobwrap (never for a run whose command has run)
     TEMPFAIL = 75  # EX_TEMPFAIL: a run was skipped (dependency down, previous run still locked)
-    TIMEOUT = 124  # the run hit --timeout (as GNU timeout)
+    TIMEOUT = 124  # the run hit --timeout, even when it took a SIGKILL (GNU timeout says 137)
     NOT_EXECUTABLE = 126  # the command exists but cannot be executed
     NOT_FOUND = 127  # the command does not exist
     SIGNAL_BASE = 128  # killed by signal N: 128 + N
+
+
+def exit_status_of(wait_status: int) -> tuple[int, str | None]:
+    """The exit status for a wait status, and the signal's name when a signal killed it.
+
+    The one rule, as a shell has it: the exit code, or 128+N for a death by signal N.
+    """
+    code = os.waitstatus_to_exitcode(wait_status)
+    if code >= 0:
+        return code, None
+    return ExitStatus.SIGNAL_BASE - code, signal_name(-code)
+
+
+def signal_name(signum: int) -> str:
+    """``SIGTERM`` for 15; ``SIG99`` for a number Python does not name."""
+    try:
+        return signal.Signals(signum).name
+    except ValueError:
+        return f"SIG{signum}"
 
 
 class JobwrapError(Exception):

@@ -158,13 +158,42 @@ def test_timeout_on_a_term_respecting_child_is_still_124(tmp_path):
 def test_the_run_ends_when_the_child_exits_even_if_a_daemon_holds_the_pipes(tmp_path):
     pid_file = tmp_path / "daemon.pid"
     script = f"sleep 120 & echo $! > {pid_file}; echo parent done"
+    out = tmp_path / "out"
     try:
-        result = jobwrap("run", "--", "sh", "-c", script, timeout=60)
+        with out.open("wb") as sink:
+            # Not a pipe: a pipe's reader would wait for the daemon, with or without jobwrap.
+            result = subprocess.run([*JOBWRAP, "run", "--", "sh", "-c", script], stdout=sink,
+                                    timeout=60)
         assert result.returncode == 0
-        assert result.stdout == b"parent done\n"
+        assert out.read_bytes() == b"parent done\n"
     finally:
         if pid_file.exists():
             os.kill(int(pid_file.read_text()), signal.SIGKILL)
+
+
+def wait_for(predicate, timeout: float = 20.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.02)
+    return True
+
+
+def test_a_descendant_outliving_the_drain_lives_and_its_output_still_flows(tmp_path):
+    # Issue 9.2: it used to die of SIGPIPE on its first write after the 1 s drain grace.
+    marker, out, err = tmp_path / "f", tmp_path / "out", tmp_path / "err"
+    script = f"(sleep 1.5; echo late; echo late-err >&2; touch {marker}) & echo early"
+    with out.open("wb") as sink, err.open("wb") as err_sink:
+        start = time.monotonic()
+        result = subprocess.run([*JOBWRAP, "run", "--", "sh", "-c", script], stdout=sink,
+                                stderr=err_sink, timeout=60)
+        ended = time.monotonic() - start
+    assert result.returncode == 0
+    assert ended < 1.5 + 1.0, "the run must end with the child (and its drain grace)"
+    assert wait_for(marker.exists), "the descendant died"
+    assert wait_for(lambda: out.read_bytes() == b"early\nlate\n"), out.read_bytes()
+    assert wait_for(lambda: err.read_bytes() == b"late-err\n"), err.read_bytes()
 
 
 def test_output_written_by_a_lingering_descendant_right_after_exit_is_kept():

@@ -23,7 +23,6 @@ from jobwrap.cron.launch import (
     job_argv,
     job_environment,
     job_shell,
-    signal_session,
 )
 from jobwrap.cron.table import CronJob, JobKey
 from jobwrap.process import tree as proctree
@@ -182,7 +181,7 @@ class RunningJobs:
             if kill_at <= now:
                 del self.doomed[sid]
                 if sid not in self.running:  # else the pid is reused by a new job
-                    signal_session(sid, signal.SIGKILL)
+                    proctree.signal_tree(None, signal.SIGKILL, session=sid)
 
     # -- stopping
 
@@ -202,23 +201,7 @@ class RunningJobs:
 
     def stop_leftovers(self) -> None:
         """TERM, then KILL, what jobs left running below us (daemons, setsid escapes)."""
-        import psutil  # type: ignore[import-untyped]  # no stubs installed
-
-        procs = proctree.descendants()
-        for proc in procs:
-            try:
-                proc.terminate()
-            except psutil.Error:
-                pass
-        if procs:
-            _, alive = psutil.wait_procs(procs, timeout=self.kill_after_s)
-            for proc in alive:
-                try:
-                    proc.kill()
-                except psutil.Error:
-                    pass
-            psutil.wait_procs(alive, timeout=1.0)
-        proctree.reap_orphans()
+        proctree.stop_tree(None, self.kill_after_s)
 
 
 def _lineage(key: JobKey) -> JobKey:

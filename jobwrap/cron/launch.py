@@ -35,7 +35,7 @@ from pathlib import Path
 
 from jobwrap.cron import sdnotify
 from jobwrap.cron.table import CronJob
-from jobwrap.errors import ExitStatus
+from jobwrap.errors import exit_status_of
 from jobwrap.process import tree as proctree
 
 DEFAULT_SHELL = "/bin/sh"
@@ -152,44 +152,18 @@ class JobProcess:
         """
         if self.kill_at is None:
             self.kill_at = kill_at
-            _killpg(self.pid, signal.SIGTERM)
-            signal_session(self.pid, signal.SIGTERM)
+            proctree.signal_tree(self.pid, signal.SIGTERM, session=self.pid)
 
     def kill(self) -> None:
         """SIGKILL every process of the job's session (jobwrap, command, descendants)."""
         self.kill_at = None
-        _killpg(self.pid, signal.SIGKILL)
-        signal_session(self.pid, signal.SIGKILL)
-
-
-def signal_session(sid: int, sig: int) -> None:
-    """Signal every descendant of ours in session ``sid``.
-
-    As a subreaper we are an ancestor of every process a job left behind, so looking among
-    our descendants finds them all (except those that called setsid themselves), and never
-    an unrelated process that reused a pid.
-    """
-    for proc in proctree.descendants():
-        try:
-            if os.getsid(proc.pid) == sid:
-                os.kill(proc.pid, sig)
-        except OSError:
-            pass  # gone meanwhile
+        proctree.signal_tree(self.pid, signal.SIGKILL, session=self.pid)
 
 
 def exit_fields(status: int) -> dict[str, object]:
     """``exit_status`` (128+N for signal N, as jobwrap run) and ``signal`` from a wait status."""
-    code = os.waitstatus_to_exitcode(status)
-    if code >= 0:
-        return {"exit_status": code}
-    return {"exit_status": ExitStatus.SIGNAL_BASE - code, "signal": proctree.signal_name(-code)}
-
-
-def _killpg(pgid: int, sig: int) -> None:
-    try:
-        os.killpg(pgid, sig)
-    except (ProcessLookupError, PermissionError):
-        pass
+    code, signame = exit_status_of(status)
+    return {"exit_status": code} if signame is None else {"exit_status": code, "signal": signame}
 
 
 def _stdin_fd(text: str | None) -> int:

@@ -14,15 +14,16 @@ from __future__ import annotations
 import os
 import select
 import signal
+import sys
 import threading
 import time
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
-from jobwrap.errors import ExitStatus
+from jobwrap.errors import ExitStatus, exit_status_of
 from jobwrap.output.analysis import Analysis, OutputAnalyzer
 from jobwrap.output.capture import CapturedOutput, OutputCapture
 from jobwrap.output.patterns import PatternSpec
@@ -34,9 +35,20 @@ from jobwrap.process.terminal import ForegroundHandover
 CHUNK = 256 << 10
 PIPE_SIZE = 1 << 20
 DRAIN_GRACE_S = 1.0  # how long output is still read after the child exits (see README)
-FORWARDED_SIGNALS = (
-    signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2,
-)
+# A stop signal stops the whole tree (TERM, --kill-after, KILL); the others go to the child.
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+FORWARDED_SIGNALS = (*STOP_SIGNALS, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2)
+STREAM_NAMES = ("stdout", "stderr")
+
+
+class Relay(Protocol):
+    """Whoever owns the signal handlers around the run (``jobwrap run``'s guard).
+
+    ``attach(forward)`` before the child is spawned: from then on every forwarded signal goes
+    to ``forward`` (queued until the child exists); ``attach(None)`` once it has been reaped.
+    """
+
+    def attach(self, forward: Callable[[int], None] | None) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -67,6 +79,7 @@ class RunResult:
     signal: str | None = None  # e.g. "SIGTERM" when a signal killed it
     timed_out: bool = False
     spawn_error: str | None = None
+    write_error: str | None = None  # jobwrap could not write the output: the run failed
     analysis: Analysis = field(default_factory=lambda: Analysis(0, 0, ()))
     cpu_user_s: float = 0.0
     cpu_sys_s: float = 0.0
@@ -78,93 +91,139 @@ def new_run_id() -> str:
     return str(uuid.uuid4())
 
 
-def run_command(spec: RunSpec, run_id: str | None = None) -> RunResult:
-    """Run ``spec.argv`` to completion under supervision.  Never raises for the child's sake."""
-    return _Run(spec, run_id or new_run_id()).execute()
+def run_command(spec: RunSpec, run_id: str | None = None, relay: Relay | None = None) -> RunResult:
+    """Run ``spec.argv`` to completion under supervision.  Never raises for the child's sake.
+
+    Without a ``relay`` the run installs its own handlers for the forwarded signals (in the
+    main thread), and puts the previous ones back when the child has been reaped.
+    """
+    return _Run(spec, run_id or new_run_id()).execute(relay)
 
 
 class _Run:
     def __init__(self, spec: RunSpec, run_id: str) -> None:
         self.spec = spec
         self.run_id = run_id
-        self.analyzer = OutputAnalyzer(spec.patterns)
-        self.capture = OutputCapture() if spec.capture else None
         self.pid: int | None = None
         self.reaped = False
         self.pending_signals: list[int] = []
+        self.stop_signal: int | None = None  # the first stop signal jobwrap received
+        self.watchdog: _Watchdog | None = None
+        self.write_error: str | None = None
 
-    def execute(self) -> RunResult:
-        ensure_standard_fds()
+    def execute(self, relay: Relay | None) -> RunResult:
+        closed = ensure_standard_fds()
         self.started_at = datetime.now(UTC)
         self.t0 = time.monotonic()
         in_main = threading.current_thread() is threading.main_thread()
-        old_handlers = self._forward_signals() if in_main else {}
+        old_chld = _default_sigchld() if in_main else None
+        old_handlers: dict[int, Any] = {}
+        if relay is not None:
+            relay.attach(self.forward)
+        elif in_main:
+            old_handlers = self._forward_signals()
         try:
-            return self._spawn_and_supervise(in_main)
+            # Compiled with the handlers in place: a signal meanwhile is queued, not lost.
+            self.analyzer = OutputAnalyzer(self.spec.patterns)
+            self.capture = OutputCapture() if self.spec.capture else None
+            return self._spawn_and_supervise(in_main, closed)
         finally:
+            if relay is not None:
+                relay.attach(None)
             for signum, handler in old_handlers.items():
                 signal.signal(signum, handler)
+            if old_chld is not None:
+                signal.signal(signal.SIGCHLD, old_chld)
 
     def _forward_signals(self) -> dict[int, Any]:
         old: dict[int, Any] = {}
         for signum in FORWARDED_SIGNALS:
+            if signal.getsignal(signum) == signal.SIG_IGN:
+                continue  # ignored when we started (nohup): stays ignored, for the child too
             try:
-                old[signum] = signal.signal(signum, self._on_signal)
+                old[signum] = signal.signal(signum, lambda n, _f: self.forward(n))
             except (OSError, ValueError):
                 continue
         return old
 
-    def _on_signal(self, signum: int, _frame: object) -> None:
-        # Only signal a pid we have not reaped: after reaping, the number may belong to another.
+    def forward(self, signum: int) -> None:
+        """A signal for the job: a stop signal stops its whole tree, the others go to the child."""
         if self.pid is None:
             self.pending_signals.append(signum)
-        elif not self.reaped:
-            try:
-                os.kill(self.pid, signum)
-            except ProcessLookupError:
-                pass
+            return
+        if self.reaped:
+            return  # after reaping, the pid may belong to another process: absorbed
+        if signum in STOP_SIGNALS:
+            self._stop(signum)
+            return
+        try:
+            os.kill(self.pid, signum)
+        except ProcessLookupError:
+            pass
 
-    def _spawn_and_supervise(self, in_main: bool) -> RunResult:
-        out_r, out_w = os.pipe()
-        err_r, err_w = os.pipe()
-        for fd in (out_r, err_r):
-            _enlarge_pipe(fd)
+    def _stop(self, signum: int) -> None:
+        if self.stop_signal is not None:
+            _killpg(self.pid, signum)  # a second one: passed on, the escalation already runs
+            return
+        self.stop_signal = signum
+        if self.watchdog is None:
+            assert self.pid is not None
+            self.watchdog = _Watchdog(self.pid, self.spec, timeout_s=None)
+        self.watchdog.stop_now(signum)
+
+    def _spawn_and_supervise(self, in_main: bool, closed: tuple[int, ...]) -> RunResult:
+        pipes: dict[int, tuple[int, int]] = {}
+        child_ends: dict[int, int] = {}
+        for stream, fd in enumerate((1, 2)):
+            if fd not in closed:
+                read_end, write_end = os.pipe()
+                _enlarge_pipe(read_end)
+                pipes[read_end] = (stream, fd)
+                child_ends[fd] = write_end
         if self.spec.timeout_s is not None:
             proctree.become_subreaper()
         try:
-            self.pid = _spawn(self.spec, out_w, err_w)
+            self.pid = _spawn(self.spec, child_ends, closed)
         except OSError as exc:
-            for fd in (out_r, out_w, err_r, err_w):
+            for fd in (*pipes, *child_ends.values()):
                 os.close(fd)
             return self._spawn_failed(exc)
-        os.close(out_w)
-        os.close(err_w)
+        for fd in child_ends.values():
+            os.close(fd)
+        if self.spec.timeout_s is not None:
+            self.watchdog = _Watchdog(self.pid, self.spec, self.spec.timeout_s)
         for signum in self.pending_signals:
-            self._on_signal(signum, None)
+            self.forward(signum)
         terminal = ForegroundHandover(self.pid) if in_main else None
-        watchdog = _Watchdog(self.pid, self.spec) if self.spec.timeout_s is not None else None
+        pump = _Pump(self, pipes)
         try:
-            status, rusage = _Pump(self, {out_r: (0, 1), err_r: (1, 2)}).run()
+            status, rusage = pump.run()
         finally:
             self.reaped = True
             if terminal:
                 terminal.restore()
         duration_ms = int((time.monotonic() - self.t0) * 1000)
-        timed_out = False
+        watchdog, timed_out = self.watchdog, False
         if watchdog is not None:
-            timed_out = watchdog.stop()
-            if timed_out:
-                proctree.signal_tree(self.pid, signal.SIGKILL)
-                proctree.kill_leftovers(wait_s=self.spec.kill_after_s)
+            deadline = watchdog.stop()
+            timed_out = watchdog.timed_out
+            if deadline is not None:  # the tree was told to stop: what is left gets its grace
+                pump.close_all()
+                proctree.finish_tree(deadline - time.monotonic(), pgid=self.pid)
             proctree.reap_orphans()
+        pump.hand_off(self.spec.pass_fds)
         return self._result(status, rusage, duration_ms, timed_out)
 
     def _result(self, status: int, rusage, duration_ms: int, timed_out: bool) -> RunResult:
+        exit_status, signame = exit_status_of(status)
         code = os.waitstatus_to_exitcode(status)
-        signame = proctree.signal_name(-code) if code < 0 else None
-        exit_status = ExitStatus.SIGNAL_BASE - code if code < 0 else code
         if timed_out:
             exit_status = ExitStatus.TIMEOUT
+        elif self.stop_signal is not None and signame == "SIGKILL":
+            # It had to be KILLed after --kill-after: the stop signal is why it ended.
+            exit_status = ExitStatus.SIGNAL_BASE + self.stop_signal
+        if self.write_error is not None and exit_status == 0:
+            exit_status = ExitStatus.FAILURE  # its output was lost: as coreutils, 1
         analysis = self.analyzer.finish()
         return RunResult(
             run_id=self.run_id,
@@ -175,12 +234,18 @@ class _Run:
             returncode=code if code >= 0 else None,
             signal=signame,
             timed_out=timed_out,
+            write_error=self.write_error,
             analysis=analysis,
             cpu_user_s=round(rusage.ru_utime, 3),
             cpu_sys_s=round(rusage.ru_stime, 3),
             max_rss_kb=int(rusage.ru_maxrss),
             output=self._captured(analysis),
         )
+
+    def note_write_error(self, stream: int, exc: OSError) -> None:
+        if self.write_error is None:
+            self.write_error = (f"cannot write the command's {STREAM_NAMES[stream]}: "
+                                f"{exc.strerror or exc}; the run fails")
 
     def _captured(self, analysis: Analysis) -> CapturedOutput | None:
         if self.capture is None:
@@ -223,13 +288,33 @@ class _Pump:
             self.poller.register(self.pidfd, select.POLLIN)
         try:
             exited = self._loop(pid)
+        except BaseException:
+            self.close_all()
+            raise
         finally:
-            for fd in list(self.pipes):
-                self._close(fd)
             if self.pidfd is not None:
                 os.close(self.pidfd)
         # None: the child closed its output but is still running, so wait for it.
         return exited if exited is not None else _reap(pid)
+
+    def close_all(self) -> None:
+        for fd in list(self.pipes):
+            self._close(fd)
+
+    def hand_off(self, keep_closed: tuple[int, ...]) -> None:
+        """Pipes a descendant still holds open after the drain grace go to a drainer.
+
+        Closing them would kill that descendant with SIGPIPE on its next write; without
+        jobwrap it would have lived and its output reached our stdout/stderr.  So a small
+        detached process copies them there until EOF, and the run ends now.
+        """
+        if not self.pipes:
+            return
+        try:
+            _spawn_drainer(self.pipes, keep_closed)
+        except OSError:
+            pass  # no drainer: closing is what jobwrap did before
+        self.close_all()
 
     def _loop(self, pid: int):
         exited, drain_until = None, 0.0
@@ -269,8 +354,11 @@ class _Pump:
                 # Our reader went away: close the pipe so the child meets the same fate it
                 # would have met writing there directly (SIGPIPE / EPIPE).
                 self._close(fd)
-            except OSError:
-                self.pipes[fd] = (stream, -1)  # destination unusable: keep draining, stop copying
+            except OSError as exc:
+                # Full disk, file size limit...: keep draining (the child is not blocked),
+                # stop copying, and fail the run (the output it promised is lost).
+                self.pipes[fd] = (stream, -1)
+                self.run_.note_write_error(stream, exc)
         run = self.run_
         run.analyzer.feed(stream, data)
         if run.capture is not None:
@@ -283,35 +371,55 @@ class _Pump:
 
 
 class _Watchdog:
-    """Enforce the timeout from a thread, so a blocked write cannot delay it."""
+    """Stop the tree from a thread, so a blocked write cannot delay it.
 
-    def __init__(self, pgid: int, spec: RunSpec) -> None:
+    It fires after ``timeout_s`` (None: only when asked by :meth:`stop_now`), then runs the
+    one escalation: a signal to the whole tree, ``--kill-after`` for it to go, then SIGKILL.
+    """
+
+    def __init__(self, pgid: int, spec: RunSpec, timeout_s: float | None) -> None:
         self.pgid = pgid
         self.spec = spec
+        self.timeout_s = timeout_s
+        self.wake = threading.Event()  # set: fire now (or the child is done)
         self.done = threading.Event()
+        self.requested: int = signal.SIGTERM
         self.timed_out = False
-        self.thread = threading.Thread(target=self._watch, name="jobwrap-timeout", daemon=True)
+        self.deadline: float | None = None  # when the KILL is due, once it fired
+        self.thread = threading.Thread(target=self._watch, name="jobwrap-watchdog", daemon=True)
         self.thread.start()
 
+    def stop_now(self, signum: int) -> None:
+        self.requested = signum
+        self.wake.set()
+
     def _watch(self) -> None:
-        assert self.spec.timeout_s is not None
-        if self.done.wait(self.spec.timeout_s):
+        asked = self.wake.wait(self.timeout_s)
+        if self.done.is_set():
             return
-        self.timed_out = True
-        proctree.signal_tree(self.pgid, signal.SIGTERM)
+        self.timed_out = not asked
+        self.deadline = time.monotonic() + self.spec.kill_after_s
+        proctree.signal_tree(self.pgid, self.requested)
         if self.done.wait(self.spec.kill_after_s):
             return
         proctree.signal_tree(self.pgid, signal.SIGKILL)
 
-    def stop(self) -> bool:
+    def stop(self) -> float | None:
+        """The child is reaped: end the thread; the KILL deadline if it fired."""
         self.done.set()
+        self.wake.set()
         self.thread.join()
-        return self.timed_out
+        return self.deadline
 
 
-def _spawn(spec: RunSpec, out_w: int, err_w: int) -> int:
-    """posix_spawn (vfork-fast) into a new process group with stdin inherited."""
-    actions = [(os.POSIX_SPAWN_DUP2, out_w, 1), (os.POSIX_SPAWN_DUP2, err_w, 2)]
+def _spawn(spec: RunSpec, child_ends: Mapping[int, int], closed: tuple[int, ...]) -> int:
+    """posix_spawn (vfork-fast) into a new process group with stdin inherited.
+
+    A standard descriptor that was closed when jobwrap started is closed for the child too,
+    so ``jobwrap run -- echo hi >&-`` fails as ``echo hi >&-`` does.
+    """
+    actions: list[tuple] = [(os.POSIX_SPAWN_DUP2, w, fd) for fd, w in child_ends.items()]
+    actions += [(os.POSIX_SPAWN_CLOSE, fd) for fd in closed]
     for fd in spec.pass_fds:
         os.set_inheritable(fd, True)
     env = os.environ if spec.env is None else spec.env
@@ -324,6 +432,70 @@ def _spawn(spec: RunSpec, out_w: int, err_w: int) -> int:
         # Python ignores these two; the child must get the defaults, as with subprocess.
         setsigdef=(signal.SIGPIPE, signal.SIGXFSZ),
     )
+
+
+# The drainer: copy each pipe to its destination until EOF; EPIPE closes that pipe (the writer
+# then meets SIGPIPE as it would have without jobwrap); another write error discards the rest.
+_DRAINER = """
+import os, select, sys
+pipes = {int(a): int(b) for a, b in (arg.split(':') for arg in sys.argv[1:])}
+poller = select.poll()
+for fd in pipes:
+    poller.register(fd, select.POLLIN)
+def write_all(fd, data):
+    view = memoryview(data)
+    while view:
+        try:
+            view = view[os.write(fd, view):]
+        except BlockingIOError:
+            select.select([], [fd], [])
+while pipes:
+    for fd, _ in poller.poll():
+        data = os.read(fd, 262144)
+        if data and pipes[fd] >= 0:
+            try:
+                write_all(pipes[fd], data)
+            except BrokenPipeError:
+                data = b''
+            except OSError:
+                pipes[fd] = -1
+        if not data:
+            poller.unregister(fd)
+            os.close(fd)
+            del pipes[fd]
+"""
+
+
+def _spawn_drainer(pipes: Mapping[int, tuple[int, int]], keep_closed: tuple[int, ...]) -> None:
+    """Start the drainer in a session of its own (no terminal signals), not waited for."""
+    for fd in pipes:
+        os.set_inheritable(fd, True)
+    pairs = [f"{fd}:{dest}" for fd, (_stream, dest) in pipes.items()]
+    actions: list[tuple] = [(os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0)]
+    actions += [(os.POSIX_SPAWN_CLOSE, fd) for fd in keep_closed]  # e.g. the run's lock
+    os.posix_spawn(
+        sys.executable, [sys.executable, "-I", "-S", "-c", _DRAINER, *pairs], os.environ,
+        file_actions=actions, setsid=True,
+    )
+
+
+def _killpg(pgid: int | None, sig: int) -> None:
+    if pgid is None:
+        return
+    try:
+        os.killpg(pgid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def _default_sigchld() -> Any:
+    """An inherited SIGCHLD=SIG_IGN makes the kernel reap our child before we can: undo it.
+
+    Returns the disposition to put back after the run, or None when it was fine.
+    """
+    if signal.getsignal(signal.SIGCHLD) != signal.SIG_IGN:
+        return None
+    return signal.signal(signal.SIGCHLD, signal.SIG_DFL)
 
 
 def _write_all(fd: int, data: bytes) -> None:
@@ -370,16 +542,22 @@ def _enlarge_pipe(fd: int) -> None:
         pass  # not Linux, or over the user's pipe quota: the default size still works
 
 
-def ensure_standard_fds() -> None:
-    """If jobwrap was started with fd 0, 1 or 2 closed, put /dev/null there.
+_CLOSED_AT_START: set[int] = set()
 
-    Otherwise ``os.pipe()`` could hand out fd 1 and the child would lose its stdout.
+
+def ensure_standard_fds() -> tuple[int, ...]:
+    """If jobwrap was started with fd 0, 1 or 2 closed, put /dev/null there; return which.
+
+    Otherwise the next file opened (a lock, ``os.pipe()``) could get fd 1 and the output would
+    go there.  Call it first thing; later calls still return what was closed at the first.
     """
     for fd in (0, 1, 2):
         try:
             os.fstat(fd)
         except OSError:
+            _CLOSED_AT_START.add(fd)
             null = os.open(os.devnull, os.O_RDWR)
             if null != fd:
                 os.dup2(null, fd)
                 os.close(null)
+    return tuple(sorted(_CLOSED_AT_START))

@@ -16,6 +16,8 @@ import signal
 import sys
 from collections.abc import Collection
 
+from jobwrap.errors import signal_name as signal_name  # re-exported: the name of a signal
+
 PR_SET_CHILD_SUBREAPER = 36
 
 
@@ -42,22 +44,72 @@ def descendants() -> list:
         return []
 
 
-def signal_tree(pgid: int, sig: int) -> None:
-    """Send ``sig`` to the child's process group and to every descendant outside it.
+def signal_tree(pgid: int | None, sig: int, *, session: int | None = None) -> None:
+    """Send ``sig`` to process group ``pgid`` and to every descendant of ours outside it.
 
-    Processes that are already gone are fine: a tree often dies while it is being signalled.
+    ``session``: only the descendants in that session (the supervisor's jobs each lead one);
+    ``pgid`` None: the descendants alone.  Processes that are already gone are fine: a tree
+    often dies while it is being signalled.  As a subreaper we are an ancestor of everything
+    a tree left behind, so looking among our descendants finds it all, and never an unrelated
+    process that reused a pid.
     """
-    try:
-        os.killpg(pgid, sig)
-    except (ProcessLookupError, PermissionError):
-        pass
     import psutil
 
-    for proc in descendants():
+    if pgid is not None:
         try:
-            proc.send_signal(sig)
-        except psutil.Error:
+            os.killpg(pgid, sig)
+        except (ProcessLookupError, PermissionError):
             pass
+    for proc in _members(session):
+        try:
+            if pgid is None or os.getpgid(proc.pid) != pgid:  # the group has it already
+                proc.send_signal(sig)
+        except (OSError, psutil.Error):
+            pass  # gone meanwhile
+
+
+def stop_tree(pgid: int | None, grace_s: float, sig: int = signal.SIGTERM, *,
+              session: int | None = None) -> None:
+    """The one escalation: ``sig`` (TERM) to the whole tree, ``grace_s`` to go, then SIGKILL."""
+    signal_tree(pgid, sig, session=session)
+    finish_tree(grace_s, pgid=pgid, session=session)
+
+
+def finish_tree(grace_s: float, *, pgid: int | None = None, session: int | None = None) -> None:
+    """The tree was signalled: wait up to ``grace_s`` for it, SIGKILL what is left, reap."""
+    import psutil
+
+    procs = _members(session)
+    alive = procs
+    if procs:
+        _, alive = psutil.wait_procs(procs, timeout=max(0.0, grace_s))
+    if pgid is not None:
+        try:
+            os.killpg(pgid, signal.SIGKILL)  # members we cannot wait for (not our descendants)
+        except (ProcessLookupError, PermissionError):
+            pass
+    if alive:
+        for proc in alive:
+            try:
+                proc.kill()
+            except psutil.Error:
+                pass
+        psutil.wait_procs(alive, timeout=1.0)
+    reap_orphans()
+
+
+def _members(session: int | None) -> list:
+    procs = descendants()
+    if session is None:
+        return procs
+    members = []
+    for proc in procs:
+        try:
+            if os.getsid(proc.pid) == session:
+                members.append(proc)
+        except OSError:
+            pass  # gone meanwhile
+    return members
 
 
 def reap_orphans() -> None:
@@ -69,20 +121,6 @@ def reap_orphans() -> None:
             return
         if pid == 0:
             return
-
-
-def kill_leftovers(wait_s: float) -> None:
-    """KILL what remains of the tree (descendants re-parented to us) and reap it."""
-    import psutil
-
-    procs = descendants()
-    for proc in procs:
-        try:
-            proc.kill()
-        except psutil.Error:
-            pass
-    psutil.wait_procs(procs, timeout=wait_s)
-    reap_orphans()
 
 
 def descendant_pids() -> set[int]:
@@ -109,9 +147,3 @@ def kill_group_tree(pgid: int, spare: Collection[int] = ()) -> None:
         except psutil.Error:
             pass
 
-
-def signal_name(signum: int) -> str:
-    try:
-        return signal.Signals(signum).name
-    except ValueError:
-        return f"SIG{signum}"

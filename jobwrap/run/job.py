@@ -19,11 +19,18 @@ from typing import TYPE_CHECKING
 
 from jobwrap.config.settings import IDLEMON, PROMONITOR, Settings, child_environment
 from jobwrap.config.values import RequireUp, bool_word
-from jobwrap.errors import ExitStatus, JobwrapError, UsageError
+from jobwrap.errors import ExitStatus, JobwrapError, UsageError, signal_name
 from jobwrap.idlemon.report import BACKLOG_PER_RUN, LEASE_MARGIN_S, ReportSettings, wants_report
 from jobwrap.output.patterns import Kind, PatternSpec, check_unique, parse_pattern_spec
-from jobwrap.process.spawn import RunResult, RunSpec, new_run_id, run_command
-from jobwrap.process.tree import signal_name
+from jobwrap.process.spawn import (
+    FORWARDED_SIGNALS,
+    STOP_SIGNALS,
+    RunResult,
+    RunSpec,
+    ensure_standard_fds,
+    new_run_id,
+    run_command,
+)
 from jobwrap.run.hooks import HookSettings
 from jobwrap.store.history import History, RunRecord, open_history
 from jobwrap.store.record import storable
@@ -40,8 +47,11 @@ END_WAIT_MS = 3_000
 
 
 def warn_stderr(message: str) -> None:
-    sys.stderr.write(f"jobwrap: {message}\n")
-    sys.stderr.flush()
+    try:
+        sys.stderr.write(f"jobwrap: {message}\n")
+        sys.stderr.flush()
+    except (OSError, ValueError):
+        pass  # stderr is full or gone: a warning must not cost the run its status
 
 
 @dataclass(frozen=True)
@@ -238,7 +248,7 @@ def make_record(settings: RunSettings, result: RunResult,
         schedule=settings.schedule,
         signal=result.signal,
         timed_out=result.timed_out,
-        error=result.spawn_error,
+        error=result.spawn_error or result.write_error,
         stdout_lines=result.analysis.stdout_lines,
         stderr_lines=result.analysis.stderr_lines,
         cpu_user_s=result.cpu_user_s,
@@ -252,6 +262,7 @@ def make_record(settings: RunSettings, result: RunResult,
 
 def run_job(settings: RunSettings, warn: Warn = warn_stderr) -> int:
     """Run the command, record the run, report it, write the summary; return the exit status."""
+    ensure_standard_fds()  # before any file is opened: a closed fd 1 must not become the lock
     with _SignalGuard() as guard:
         try:
             record = _run_guarded(settings, guard, warn)
@@ -372,7 +383,6 @@ def _run_locked(settings: RunSettings, run_id: str, held, guard: _SignalGuard,
         dependency.start()
     # A dry run may end unrecorded (see _store_and_report): it does not record its start.
     history = None if settings.report.dry_run else _record_start(settings, run_id)
-    guard.after_child = True  # the runner forwards signals while the child runs
     if settings.metrics_dir is not None:
         from jobwrap.run.metrics import write_metrics
 
@@ -391,11 +401,14 @@ def _run_locked(settings: RunSettings, run_id: str, held, guard: _SignalGuard,
             sink=holder.write if holder is not None else None,
         ),
         run_id,
+        relay=guard,  # the runner forwards signals while the child runs
     )
     if holder is not None:
         holder.finish(failed=result.exit_status != 0)
     if result.spawn_error:
         warn(result.spawn_error)
+    if result.write_error:
+        warn(result.write_error)
     extra = _context_metas(dependency, result, warn)
     if getattr(held, "lost", False):
         extra.append(("lock_lost", "true"))
@@ -603,18 +616,20 @@ def _describe_request(settings: RunSettings, record: RunRecord) -> str:
 
 
 class _SignalGuard:
-    """SIGTERM/SIGINT/SIGHUP around a run, outside the time the child runs.
+    """The forwarded signals (TERM, INT, HUP, QUIT, USR1, USR2) for the whole run.
 
-    Before the child starts (waiting for a lock, asking ProMonitor) they abort the run, as
-    they would have aborted the command.  While the child runs the runner forwards them to it.
-    After the child, they must not cost the run: storing it finishes, and sending its report
-    stops (the report stays pending for a later run or flush) — ``stopping`` says one came.
+    A signal that was ignored when jobwrap started (``nohup``, a background job of a
+    non-interactive shell) gets no handler, so it stays ignored for jobwrap and the child.
+    Before the child starts (waiting for a lock, asking ProMonitor) the others abort the run,
+    as they would have aborted the command.  While the child runs the runner gets them
+    (:meth:`attach`).  After the child they are absorbed so the run's status stands; a stop
+    signal (TERM, INT, HUP) also ends the sending of its report, which stays pending for a
+    later run or flush — ``stopping`` says one came.
     """
-
-    SIGNALS = ("SIGTERM", "SIGINT", "SIGHUP")
 
     def __init__(self) -> None:
         self.old: dict = {}
+        self.forward: Callable[[int], None] | None = None
         self.after_child = False
         self.sending = False
         self.received: int | None = None
@@ -624,15 +639,27 @@ class _SignalGuard:
         import threading
 
         if threading.current_thread() is threading.main_thread():
-            for name in self.SIGNALS:
-                signum = getattr(signal, name)
-                self.old[signum] = signal.signal(signum, self._on_signal)
+            for signum in FORWARDED_SIGNALS:
+                if signal.getsignal(signum) != signal.SIG_IGN:
+                    self.old[signum] = signal.signal(signum, self._on_signal)
         return self
 
+    def attach(self, forward: Callable[[int], None] | None) -> None:
+        """The runner's hand-over: signals go to ``forward`` until it passes None (reaped)."""
+        self.forward = forward
+        if forward is None:
+            self.after_child = True
+
     def _on_signal(self, signum: int, _frame: object) -> None:
-        self.received = signum
-        if not self.after_child or self.sending:
+        if self.forward is not None:
+            self.forward(signum)
+            return
+        if not self.after_child:
             raise _Stopped(signum)
+        if signum in STOP_SIGNALS:
+            self.received = signum
+            if self.sending:
+                raise _Stopped(signum)
 
     @property
     def stopping(self) -> bool:

@@ -25,6 +25,7 @@ Exit status of `jobwrap run`:
   124    the command hit --timeout
   127    the command was not found
   126    the command could not be executed
+  1      the command succeeded but its output could not be written (full disk...)
   75     the run was skipped (--lock held, --require-up found the dependency down)
   2      jobwrap's own usage or configuration error (the command did not start)"""
 
@@ -83,7 +84,8 @@ def cli() -> None:
 @click.option("-m", "--monitor", metavar="SLUG", help="Idlemon monitor slug [env JOBWRAP_MONITOR].")
 @click.option("--timeout", type=Duration(), help="Stop the whole process tree after this long.")
 @click.option(
-    "--kill-after", type=Duration(), help="After the timeout's SIGTERM, SIGKILL after this (10s)."
+    "--kill-after", type=Duration(),
+    help="After a SIGTERM (timeout or a stop signal), SIGKILL after this (10s).",
 )
 @click.option("--meta", "metas", multiple=True, metavar="NAME=REGEX", help="Extract a meta value.")
 @click.option("--count", "counts", multiple=True, metavar="NAME=REGEX", help="Count lines.")

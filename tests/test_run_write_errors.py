@@ -34,9 +34,10 @@ def run_to(path: str, *command: str, stream: int = 1, limit: int | None = None,
 
 
 def test_a_file_size_limit_on_stdout_fails_the_run_with_one_line(tmp_path):
-    # (ulimit -f 100; jobwrap run -- seq 1 200000 > f): plain seq dies of SIGXFSZ.
+    # (ulimit -f 2048; jobwrap run -- seq 1 400000 > f): plain seq dies of SIGXFSZ.  The limit
+    # also binds jobwrap's own files, so it leaves room for the history (its WAL), not for 2.7 MB.
     summary = tmp_path / "s.json"
-    result = run_to(str(tmp_path / "f"), "seq", "1", "200000", limit=51200, summary=summary)
+    result = run_to(str(tmp_path / "f"), "seq", "1", "400000", limit=1 << 20, summary=summary)
     assert result.returncode == 1
     lines = result.stderr.decode().splitlines()
     assert lines == ["jobwrap: cannot write the command's stdout: File too large; the run fails"]

@@ -71,7 +71,7 @@ from jobwrap.cron.table import CronJob, JobTable, load_jobs
 from jobwrap.cron.wakeup import Wakeup
 from jobwrap.errors import ConfigError, ExitStatus
 from jobwrap.process import tree as proctree
-from jobwrap.process.spawn import ensure_standard_fds
+from jobwrap.process.child import ensure_standard_fds
 
 DEFAULT_GRACE_S = 30.0
 KILL_AFTER_S = 5.0  # SIGTERM → SIGKILL, for replace and after the grace period

@@ -4,17 +4,15 @@ The contract (see the README's exit status table): the child's exit code is the 
 child killed by signal N gives 128+N; a run that hit its timeout gives 124; a command that does
 not exist gives 127 and one that cannot be executed 126.
 
-How the hot loop stays fast: the child writes into pipes enlarged to 1 MiB, jobwrap reads large
-chunks with one ``os.read`` and writes the very same bytes object to its own stdout or stderr,
-then hands it to the analyzer and the capture, which never copy it on the common path.
+The parts: :mod:`~jobwrap.process.child` spawns and reaps the child, :mod:`~jobwrap.process.pump`
+copies its output (the hot loop), :mod:`~jobwrap.process.drainer` keeps late descendants'
+output flowing, :mod:`~jobwrap.process.tree` stops the whole tree.
 """
 
 from __future__ import annotations
 
 import os
-import select
 import signal
-import sys
 import threading
 import time
 import uuid
@@ -28,13 +26,16 @@ from jobwrap.output.analysis import Analysis, OutputAnalyzer
 from jobwrap.output.capture import CapturedOutput, OutputCapture
 from jobwrap.output.patterns import PatternSpec
 from jobwrap.process import tree as proctree
+from jobwrap.process.child import (
+    default_sigchld,
+    enlarge_pipe,
+    ensure_standard_fds,
+    killpg,
+    spawn,
+)
+from jobwrap.process.pump import Pump
 from jobwrap.process.terminal import ForegroundHandover
 
-# 256 KiB reads: large enough for few system calls, small enough that the analyzer's
-# buffers are reused by the allocator (1 MiB reads fragmented the heap to 60 MiB with metas).
-CHUNK = 256 << 10
-PIPE_SIZE = 1 << 20
-DRAIN_GRACE_S = 1.0  # how long output is still read after the child exits (see README)
 # A stop signal stops the whole tree (TERM, --kill-after, KILL); the others go to the child.
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 FORWARDED_SIGNALS = (*STOP_SIGNALS, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2)
@@ -116,7 +117,7 @@ class _Run:
         self.started_at = datetime.now(UTC)
         self.t0 = time.monotonic()
         in_main = threading.current_thread() is threading.main_thread()
-        old_chld = _default_sigchld() if in_main else None
+        old_chld = default_sigchld() if in_main else None
         old_handlers: dict[int, Any] = {}
         if relay is not None:
             relay.attach(self.forward)
@@ -163,7 +164,7 @@ class _Run:
 
     def _stop(self, signum: int) -> None:
         if self.stop_signal is not None:
-            _killpg(self.pid, signum)  # a second one: passed on, the escalation already runs
+            killpg(self.pid, signum)  # a second one: passed on, the escalation already runs
             return
         self.stop_signal = signum
         if self.watchdog is None:
@@ -177,13 +178,14 @@ class _Run:
         for stream, fd in enumerate((1, 2)):
             if fd not in closed:
                 read_end, write_end = os.pipe()
-                _enlarge_pipe(read_end)
+                enlarge_pipe(read_end)
                 pipes[read_end] = (stream, fd)
                 child_ends[fd] = write_end
         if self.spec.timeout_s is not None:
             proctree.become_subreaper()
         try:
-            self.pid = _spawn(self.spec, child_ends, closed)
+            self.pid = spawn(self.spec.argv, self.spec.env, self.spec.pass_fds, child_ends,
+                             closed)
         except OSError as exc:
             for fd in (*pipes, *child_ends.values()):
                 os.close(fd)
@@ -195,7 +197,8 @@ class _Run:
         for signum in self.pending_signals:
             self.forward(signum)
         terminal = ForegroundHandover(self.pid) if in_main else None
-        pump = _Pump(self, pipes)
+        pump = Pump(self.pid, pipes, self.spec.sink, self.analyzer, self.capture,
+                    self.note_write_error)
         try:
             status, rusage = pump.run()
         finally:
@@ -268,108 +271,6 @@ class _Run:
         )
 
 
-class _Pump:
-    """Copy both pipes to jobwrap's own stdout/stderr until the child is gone."""
-
-    def __init__(self, run: _Run, pipes: dict[int, tuple[int, int]]) -> None:
-        self.run_ = run
-        self.pipes = pipes  # read fd -> (stream index, destination fd or -1 once broken)
-        self.write = run.spec.sink or _write_all
-        self.poller = select.poll()
-        for fd in pipes:
-            self.poller.register(fd, select.POLLIN)
-
-    def run(self):
-        """Pump until the pipes close (or the drain grace ends); return (status, rusage)."""
-        pid = self.run_.pid
-        assert pid is not None
-        self.pidfd = _pidfd(pid)
-        if self.pidfd is not None:
-            self.poller.register(self.pidfd, select.POLLIN)
-        try:
-            exited = self._loop(pid)
-        except BaseException:
-            self.close_all()
-            raise
-        finally:
-            if self.pidfd is not None:
-                os.close(self.pidfd)
-        # None: the child closed its output but is still running, so wait for it.
-        return exited if exited is not None else _reap(pid)
-
-    def close_all(self) -> None:
-        for fd in list(self.pipes):
-            self._close(fd)
-
-    def hand_off(self, keep_closed: tuple[int, ...]) -> None:
-        """Pipes a descendant still holds open after the drain grace go to a drainer.
-
-        Closing them would kill that descendant with SIGPIPE on its next write; without
-        jobwrap it would have lived and its output reached our stdout/stderr.  So a small
-        detached process copies them there until EOF, and the run ends now.
-        """
-        if not self.pipes:
-            return
-        try:
-            _spawn_drainer(self.pipes, keep_closed)
-        except OSError:
-            pass  # no drainer: closing is what jobwrap did before
-        self.close_all()
-
-    def _loop(self, pid: int):
-        exited, drain_until = None, 0.0
-        while self.pipes:
-            timeout_ms: float | None
-            if exited is not None:
-                timeout_ms = max(0.0, (drain_until - time.monotonic()) * 1000)
-            else:
-                timeout_ms = None if self.pidfd is not None else 50
-            child_event = False
-            for fd, _ in self.poller.poll(timeout_ms):
-                if fd in self.pipes:
-                    self._pump_once(fd)
-                elif fd == self.pidfd:
-                    child_event = True
-            if exited is None:
-                if child_event or self.pidfd is None:
-                    exited = _try_reap(pid)
-                if exited is not None:
-                    drain_until = time.monotonic() + DRAIN_GRACE_S
-                    if self.pidfd is not None:
-                        self.poller.unregister(self.pidfd)
-            elif time.monotonic() >= drain_until:
-                break  # a descendant still holds the pipes open: stop waiting for it
-        return exited
-
-    def _pump_once(self, fd: int) -> None:
-        data = os.read(fd, CHUNK)
-        if not data:
-            self._close(fd)
-            return
-        stream, dest = self.pipes[fd]
-        if dest >= 0:
-            try:
-                self.write(dest, data)
-            except BrokenPipeError:
-                # Our reader went away: close the pipe so the child meets the same fate it
-                # would have met writing there directly (SIGPIPE / EPIPE).
-                self._close(fd)
-            except OSError as exc:
-                # Full disk, file size limit...: keep draining (the child is not blocked),
-                # stop copying, and fail the run (the output it promised is lost).
-                self.pipes[fd] = (stream, -1)
-                self.run_.note_write_error(stream, exc)
-        run = self.run_
-        run.analyzer.feed(stream, data)
-        if run.capture is not None:
-            run.capture.feed(data)
-
-    def _close(self, fd: int) -> None:
-        if self.pipes.pop(fd, None) is not None:
-            self.poller.unregister(fd)
-            os.close(fd)
-
-
 class _Watchdog:
     """Stop the tree from a thread, so a blocked write cannot delay it.
 
@@ -410,154 +311,3 @@ class _Watchdog:
         self.wake.set()
         self.thread.join()
         return self.deadline
-
-
-def _spawn(spec: RunSpec, child_ends: Mapping[int, int], closed: tuple[int, ...]) -> int:
-    """posix_spawn (vfork-fast) into a new process group with stdin inherited.
-
-    A standard descriptor that was closed when jobwrap started is closed for the child too,
-    so ``jobwrap run -- echo hi >&-`` fails as ``echo hi >&-`` does.
-    """
-    actions: list[tuple] = [(os.POSIX_SPAWN_DUP2, w, fd) for fd, w in child_ends.items()]
-    actions += [(os.POSIX_SPAWN_CLOSE, fd) for fd in closed]
-    for fd in spec.pass_fds:
-        os.set_inheritable(fd, True)
-    env = os.environ if spec.env is None else spec.env
-    return os.posix_spawnp(
-        spec.argv[0],
-        list(spec.argv),
-        env,
-        file_actions=actions,
-        setpgroup=0,
-        # Python ignores these two; the child must get the defaults, as with subprocess.
-        setsigdef=(signal.SIGPIPE, signal.SIGXFSZ),
-    )
-
-
-# The drainer: copy each pipe to its destination until EOF; EPIPE closes that pipe (the writer
-# then meets SIGPIPE as it would have without jobwrap); another write error discards the rest.
-_DRAINER = """
-import os, select, sys
-pipes = {int(a): int(b) for a, b in (arg.split(':') for arg in sys.argv[1:])}
-poller = select.poll()
-for fd in pipes:
-    poller.register(fd, select.POLLIN)
-def write_all(fd, data):
-    view = memoryview(data)
-    while view:
-        try:
-            view = view[os.write(fd, view):]
-        except BlockingIOError:
-            select.select([], [fd], [])
-while pipes:
-    for fd, _ in poller.poll():
-        data = os.read(fd, 262144)
-        if data and pipes[fd] >= 0:
-            try:
-                write_all(pipes[fd], data)
-            except BrokenPipeError:
-                data = b''
-            except OSError:
-                pipes[fd] = -1
-        if not data:
-            poller.unregister(fd)
-            os.close(fd)
-            del pipes[fd]
-"""
-
-
-def _spawn_drainer(pipes: Mapping[int, tuple[int, int]], keep_closed: tuple[int, ...]) -> None:
-    """Start the drainer in a session of its own (no terminal signals), not waited for."""
-    for fd in pipes:
-        os.set_inheritable(fd, True)
-    pairs = [f"{fd}:{dest}" for fd, (_stream, dest) in pipes.items()]
-    actions: list[tuple] = [(os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0)]
-    actions += [(os.POSIX_SPAWN_CLOSE, fd) for fd in keep_closed]  # e.g. the run's lock
-    os.posix_spawn(
-        sys.executable, [sys.executable, "-I", "-S", "-c", _DRAINER, *pairs], os.environ,
-        file_actions=actions, setsid=True,
-    )
-
-
-def _killpg(pgid: int | None, sig: int) -> None:
-    if pgid is None:
-        return
-    try:
-        os.killpg(pgid, sig)
-    except (ProcessLookupError, PermissionError):
-        pass
-
-
-def _default_sigchld() -> Any:
-    """An inherited SIGCHLD=SIG_IGN makes the kernel reap our child before we can: undo it.
-
-    Returns the disposition to put back after the run, or None when it was fine.
-    """
-    if signal.getsignal(signal.SIGCHLD) != signal.SIG_IGN:
-        return None
-    return signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-
-
-def _write_all(fd: int, data: bytes) -> None:
-    """Write every byte, also to a descriptor someone else made non-blocking."""
-    try:
-        written = os.write(fd, data)
-    except BlockingIOError:
-        written = 0
-    if written < len(data):
-        view = memoryview(data)
-        while written < len(data):
-            try:
-                written += os.write(fd, view[written:])
-            except BlockingIOError:
-                # A non-blocking stdout (set by whoever shares it) is full: wait, don't drop.
-                poller = select.poll()
-                poller.register(fd, select.POLLOUT)
-                poller.poll()
-
-
-def _pidfd(pid: int) -> int | None:
-    try:
-        return os.pidfd_open(pid)
-    except (AttributeError, OSError):
-        return None  # old kernel or not Linux: the loop polls the child every 50 ms instead
-
-
-def _try_reap(pid: int):
-    got, status, rusage = os.wait4(pid, os.WNOHANG)
-    return (status, rusage) if got == pid else None
-
-
-def _reap(pid: int):
-    _, status, rusage = os.wait4(pid, 0)
-    return status, rusage
-
-
-def _enlarge_pipe(fd: int) -> None:
-    try:
-        import fcntl
-
-        fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, PIPE_SIZE)
-    except (ImportError, AttributeError, OSError):
-        pass  # not Linux, or over the user's pipe quota: the default size still works
-
-
-_CLOSED_AT_START: set[int] = set()
-
-
-def ensure_standard_fds() -> tuple[int, ...]:
-    """If jobwrap was started with fd 0, 1 or 2 closed, put /dev/null there; return which.
-
-    Otherwise the next file opened (a lock, ``os.pipe()``) could get fd 1 and the output would
-    go there.  Call it first thing; later calls still return what was closed at the first.
-    """
-    for fd in (0, 1, 2):
-        try:
-            os.fstat(fd)
-        except OSError:
-            _CLOSED_AT_START.add(fd)
-            null = os.open(os.devnull, os.O_RDWR)
-            if null != fd:
-                os.dup2(null, fd)
-                os.close(null)
-    return tuple(sorted(_CLOSED_AT_START))

@@ -22,12 +22,12 @@ from jobwrap.config.values import RequireUp, bool_word
 from jobwrap.errors import ExitStatus, JobwrapError, UsageError, signal_name
 from jobwrap.idlemon.report import BACKLOG_PER_RUN, LEASE_MARGIN_S, ReportSettings, wants_report
 from jobwrap.output.patterns import Kind, PatternSpec, check_unique, parse_pattern_spec
+from jobwrap.process.child import ensure_standard_fds
 from jobwrap.process.spawn import (
     FORWARDED_SIGNALS,
     STOP_SIGNALS,
     RunResult,
     RunSpec,
-    ensure_standard_fds,
     new_run_id,
     run_command,
 )

@@ -9,7 +9,7 @@ import pytest
 
 from jobwrap.errors import UsageError
 from jobwrap.output.analysis import OutputAnalyzer
-from jobwrap.output.patterns import (
+from jobwrap.output.matcher import (
     LINE_CAP,
     check_unique,
     parse_pattern_spec,

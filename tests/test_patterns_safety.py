@@ -22,7 +22,7 @@ from pathlib import Path
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from jobwrap.output.patterns import GAP, MID_LINE, PatternScan, parse_pattern_spec
+from jobwrap.output.matcher import GAP, MID_LINE, PatternScan, parse_pattern_spec
 from tests.helpers import JOBWRAP, jobwrap, py
 
 CATASTROPHIC = "m=(a+)+$"

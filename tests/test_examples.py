@@ -15,7 +15,7 @@ import yaml
 
 from jobwrap.cli import cli
 from jobwrap.cron.crontab import read_crontab
-from jobwrap.output.matcher import parse_pattern_spec
+from jobwrap.output.patterns import parse_pattern_spec
 from tests.fakes.idlemon_server import TOKEN, IdlemonServer
 
 ROOT = Path(__file__).resolve().parent.parent

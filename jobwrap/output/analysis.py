@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from jobwrap.output.matcher import PatternSpec
+from jobwrap.output.patterns import PatternSpec
 
 INCOMPLETE_META = ("analysis_incomplete", "true")
 

@@ -25,7 +25,7 @@ from typing import Any
 from jobwrap.errors import ExitStatus
 from jobwrap.output.analysis import Analysis, OutputAnalyzer
 from jobwrap.output.capture import CapturedOutput, OutputCapture
-from jobwrap.output.matcher import PatternSpec
+from jobwrap.output.patterns import PatternSpec
 from jobwrap.process import tree as proctree
 from jobwrap.process.terminal import ForegroundHandover
 

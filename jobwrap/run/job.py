@@ -21,7 +21,7 @@ from jobwrap.config.settings import IDLEMON, PROMONITOR, Settings, child_environ
 from jobwrap.config.values import RequireUp, bool_word
 from jobwrap.errors import ExitStatus, JobwrapError, UsageError
 from jobwrap.idlemon.report import BACKLOG_PER_RUN, LEASE_MARGIN_S, ReportSettings, wants_report
-from jobwrap.output.matcher import Kind, PatternSpec, check_unique, parse_pattern_spec
+from jobwrap.output.patterns import Kind, PatternSpec, check_unique, parse_pattern_spec
 from jobwrap.process.spawn import RunResult, RunSpec, new_run_id, run_command
 from jobwrap.process.tree import signal_name
 from jobwrap.run.hooks import HookSettings

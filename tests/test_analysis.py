@@ -9,12 +9,9 @@ import pytest
 
 from jobwrap.errors import UsageError
 from jobwrap.output.analysis import OutputAnalyzer
-from jobwrap.output.patterns import (
-    LINE_CAP,
-    check_unique,
-    parse_pattern_spec,
-    required_literals,
-)
+from jobwrap.output.matcher import required_literals
+from jobwrap.output.patterns import check_unique, parse_pattern_spec
+from jobwrap.output.scan import LINE_CAP
 
 
 def analyze(chunks, metas=(), counts=(), stream=0):

@@ -18,7 +18,8 @@ from jobwrap.errors import (
     TransientApiError,
 )
 from jobwrap.idlemon.client import IdlemonClient, LogMeta, check_token_format
-from jobwrap.net.http import make_session, retry
+from jobwrap.net.http import make_session
+from jobwrap.net.retry import retry
 from tests.fakes import FakeClock, Reply, json_error
 from tests.fakes.idlemon_server import PROJECT_ID, TOKEN, IdlemonServer, StoredLog
 

@@ -22,7 +22,8 @@ from pathlib import Path
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from jobwrap.output.patterns import GAP, MID_LINE, PatternScan, parse_pattern_spec
+from jobwrap.output.patterns import parse_pattern_spec
+from jobwrap.output.scan import GAP, MID_LINE, PatternScan
 from tests.helpers import JOBWRAP, jobwrap, py
 
 CATASTROPHIC = "m=(a+)+$"

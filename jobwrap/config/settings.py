@@ -392,7 +392,7 @@ def mask(secret: str | None) -> str:
     """Show that a secret is set without showing it (the same rule as request dumps)."""
     if not secret:
         return "(not set)"
-    from jobwrap.net.http import mask_secret
+    from jobwrap.net.masking import mask_secret
 
     return mask_secret(secret)
 

@@ -1,7 +1,7 @@
 """Idlemon client: post an activity log for a monitor, read a project and its monitors.
 
 A log means "this job was active"; Idlemon has no failure endpoint and no idempotency, so a
-retried POST may store the log twice (see :func:`jobwrap.net.http.retry`).  Logs carry no run
+retried POST may store the log twice (see :func:`jobwrap.net.retry.retry`).  Logs carry no run
 time: a log delivered late is received "now", so its metas should say it is late.
 """
 
@@ -20,13 +20,10 @@ from jobwrap.errors import (
     NotFoundError,
     UsageError,
 )
-from jobwrap.net.http import (
-    ApiClient,
-    PreparedCall,
-    Response,
-    send_json,
-)
+from jobwrap.net.api import ApiClient
+from jobwrap.net.http import send_json
 from jobwrap.net.jsonfields import JsonRecord
+from jobwrap.net.message import PreparedCall, Response
 
 if TYPE_CHECKING:
     pass

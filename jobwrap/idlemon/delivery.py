@@ -54,7 +54,7 @@ class Deliverer:
 
     def deliver(self, records: list[RunRecord], owner: str) -> DeliveryOutcome:
         """Deliver in order; after a transient failure the rest stay pending (an outage)."""
-        from jobwrap.net.http import retry
+        from jobwrap.net.retry import retry
 
         outcome = DeliveryOutcome()
         for index, rec in enumerate(records):
@@ -117,16 +117,9 @@ def new_owner() -> str:
 
 def prewarm_http() -> threading.Thread:
     """Import requests while the job runs, so a report adds little wall time after it."""
+    from jobwrap.net.http import prewarm
 
-    def load() -> None:
-        try:
-            import requests  # noqa: F401
-        except Exception:
-            pass  # the real import will report the problem
-
-    thread = threading.Thread(target=load, name="jobwrap-prewarm", daemon=True)
-    thread.start()
-    return thread
+    return prewarm()
 
 
 @dataclass

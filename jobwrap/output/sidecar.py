@@ -35,7 +35,8 @@ import struct
 import time
 import warnings
 
-from jobwrap.output.patterns import GAP, MID_LINE, PatternScan, PatternSpec
+from jobwrap.output.patterns import PatternSpec
+from jobwrap.output.scan import GAP, MID_LINE, PatternScan
 
 STALL_S = 0.1  # how long the pump waits for a sidecar that makes no progress
 GRACE_S = 0.5  # how long the results may take after the job's output has ended

@@ -15,13 +15,10 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from jobwrap.errors import AuthError, ConfigError, NotFoundError, UsageError
-from jobwrap.net.http import (
-    ApiClient,
-    PreparedCall,
-    Response,
-    send_json,
-)
+from jobwrap.net.api import ApiClient
+from jobwrap.net.http import send_json
 from jobwrap.net.jsonfields import JsonRecord, json_records
+from jobwrap.net.message import PreparedCall, Response
 
 if TYPE_CHECKING:
     pass

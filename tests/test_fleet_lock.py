@@ -343,6 +343,15 @@ def test_the_password_comes_from_password_file_and_is_never_shown(
     client = server.client()
     client.config_set("requirepass", secret)
     client.close()
+    try:
+        _password_file_and_masking(tmp_path, redis_url, secret)
+    finally:  # the next test's fixture talks to the server without a password
+        client = redis.Redis.from_url(redis_url, password=secret, socket_timeout=5)
+        client.config_set("requirepass", "")
+        client.close()
+
+
+def _password_file_and_masking(tmp_path: Path, redis_url: str, secret: str) -> None:
     password_file = tmp_path / "redis.pw"
     password_file.write_text(secret + "\n")
     password_file.chmod(0o644)
@@ -404,3 +413,52 @@ def test_the_fleet_module_is_the_only_redis_user() -> None:
     users = sorted(p.relative_to(root).as_posix() for p in root.rglob("*.py")
                    if "import redis" in p.read_text() or "from redis" in p.read_text())
     assert users == ["store/fleet.py"]
+
+
+def test_two_cron_supervisors_on_one_lock_url_run_each_slot_once(
+    tmp_path: Path, redis_url: str
+) -> None:
+    from tests.test_supervisor import MAIN, Cron
+
+    crontab = tmp_path / "crontab"
+    crontab.write_text("* * * * * * jobwrap run -m tick -- true\n"  # each run lasts no time
+                       "* * * * * * echo plain\n")
+    hosts = {h: Cron(crontab, grace_s=5, code=MAIN, env=host_env(tmp_path, h, redis_url))
+             for h in ("a", "b")}
+    try:
+        for supervised in hosts.values():  # both see three slots, whoever runs them
+            supervised.events_of("exit", count=6, timeout=30)
+        for supervised in hosts.values():
+            assert supervised.stop() == 0
+    finally:
+        for supervised in hosts.values():
+            supervised.close()
+    ran: dict[tuple[int, str], list[str]] = {}  # (line, slot) → hosts whose run ran it
+    skipped = 0
+    for host, supervised in hosts.items():
+        starts = {e["pid"]: e for e in supervised.matching("start")}
+        for done in supervised.matching("exit"):
+            start = starts[done["pid"]]
+            if done["exit_status"] == 0:
+                ran.setdefault((start["line"], start["scheduled"]), []).append(host)
+            else:
+                assert done["exit_status"] == 75, done
+                skipped += 1
+    assert ran and all(len(runs) == 1 for runs in ran.values()), ran
+    assert skipped > 0  # the other host came to a slot that had run
+    for host in hosts:
+        for record in json.loads(jobwrap("history", "--json", env=host_env(
+                tmp_path, host, redis_url)).stdout):
+            assert not record["skipped"] or "already ran on host" in record["skipped"] \
+                or "is held by host" in record["skipped"], record
+
+
+def test_the_cron_slot_argument_round_trips_and_a_bad_one_is_one_line(tmp_path: Path) -> None:
+    slot = fleet.Slot(datetime(2030, 1, 1, 0, 5, tzinfo=UTC), 300.0)
+    assert fleet.Slot.parse(slot.argument()) == slot
+    out = jobwrap("run", "--cron-slot=soon/5", "--", "true",
+                  env={"JOBWRAP_LOCK_URL": "redis://127.0.0.1:1/0"})
+    assert (out.returncode, out.stderr.count(b"\n")) == (2, 1)
+    assert out.stderr.startswith(b"jobwrap: bad slot 'soon/5'")
+    # Without a lock URL the option does nothing: the supervisor's skip stays per host.
+    assert jobwrap("run", "--cron-slot=soon/5", "--", "true").returncode == 0

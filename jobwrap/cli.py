@@ -142,13 +142,16 @@ def cli() -> None:
     type=click.Path(dir_okay=False, path_type=Path),
     help="Write the run's record as JSON to this file.",
 )
+# Internal: the schedule slot `jobwrap cron` fired an overlap=skip line for (FIRE/SECONDS);
+# with a lock URL the run takes the fleet lock and claims exactly that slot (cron/launch.py).
+@click.option("--cron-slot", hidden=True)
 @click.argument("command", nargs=-1, type=click.UNPROCESSED)
-def run(command, metas, counts, summary_json, dry_run, **flags) -> int:
+def run(command, metas, counts, summary_json, dry_run, cron_slot, **flags) -> int:
     from jobwrap.run.job import build_run_settings, run_job
 
     settings = _resolve(flags)
     run_settings = build_run_settings(settings, tuple(command), metas, counts, summary_json,
-                                      dry_run)
+                                      dry_run, cron_slot)
     return run_job(run_settings)
 
 
@@ -322,8 +325,10 @@ def _run_line_problem(arguments, env) -> str | None:
         params = dict(ctx.params)
         command, metas, counts = params.pop("command"), params.pop("metas"), params.pop("counts")
         summary_json, dry_run = params.pop("summary_json"), params.pop("dry_run")
+        cron_slot = params.pop("cron_slot")
         resolved = resolve({k: v for k, v in params.items() if v is not None}, env)
-        build_run_settings(resolved, tuple(command), metas, counts, summary_json, dry_run)
+        build_run_settings(resolved, tuple(command), metas, counts, summary_json, dry_run,
+                           cron_slot)
     except click.exceptions.Exit:
         return "--help or --version is not a job"
     except click.ClickException as exc:

@@ -211,14 +211,11 @@ def check_lock(resolved: Settings, locks: dict[str, str], schedules: dict[str, s
     slot tolerance (half the shortest gap of the known schedules), and who holds the locks."""
     if not resolved.lock_url:
         return
-    from jobwrap.config.values import bool_word
+    from jobwrap.status import lock_names
     from jobwrap.store.fleet import FleetSettings, probe
 
-    words = {slug: (None if str(v) == "" else bool_word(v)) for slug, v in locks.items()}
-    names = {slug: slug if str(v) == "" or words[slug] else str(v)
-             for slug, v in locks.items() if words[slug] is not False}
     settings = FleetSettings(resolved.lock_url, resolved.lock_password)
-    found = probe(settings, sorted(set(names.values())), now)
+    found = probe(settings, lock_names(locks), now)
     if found.error:
         yield Finding(False, f"lock backend: {found.error} — check [lock] url and the "
                       "password, or runs with --lock are skipped")

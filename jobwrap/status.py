@@ -9,13 +9,18 @@ so it is shown as minutes, and a monitor section's ``interval`` (minutes) overri
 from __future__ import annotations
 
 import statistics
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 from jobwrap.config.monitors import monitor_settings, per_monitor
 from jobwrap.config.settings import IDLEMON, PROMONITOR, Settings
 from jobwrap.errors import ApiError, JobwrapError
 from jobwrap.store.history import History, RunRecord, open_history
+
+if TYPE_CHECKING:  # imported only with a lock URL
+    from jobwrap.store.fleet import Probe
 
 
 @dataclass(frozen=True)
@@ -125,6 +130,7 @@ class StatusReport:
     rows: list[MonitorRow]
     promonitor: list | None  # PmMonitor records, None when not configured or unavailable
     problems: list[str]
+    lock: Probe | None = None  # the fleet lock backend, None without a lock URL
 
 
 def gather(settings: Settings) -> StatusReport:
@@ -144,7 +150,31 @@ def gather(settings: Settings) -> StatusReport:
     pm_monitors, pm_problem = promonitor_monitors(settings)
     rows = link_dependencies(rows, pm_monitors, per_monitor(per, "promonitor"))
     return StatusReport(project.name if project else None, rows, pm_monitors,
-                        [p for p in (problem, pm_problem) if p])
+                        [p for p in (problem, pm_problem) if p],
+                        lock=lock_backend(settings, per_monitor(per, "lock")))
+
+
+# -- the fleet lock ---------------------------------------------------------------------------
+
+def lock_names(locks: Mapping[str, object]) -> list[str]:
+    """The lock names of the monitors' ``lock`` settings: true (or bare) is the slug's own."""
+    from jobwrap.config.values import bool_word
+
+    names = set()
+    for slug, value in locks.items():
+        word = None if str(value) == "" else bool_word(value)
+        if word is not False:
+            names.add(slug if str(value) == "" or word else str(value))
+    return sorted(names)
+
+
+def lock_backend(settings: Settings, locks: Mapping[str, object]) -> Probe | None:
+    """With a lock URL: whether Redis answers and who holds the configured monitors' locks."""
+    if not settings.lock_url:
+        return None
+    from jobwrap.store.fleet import FleetSettings, probe
+
+    return probe(FleetSettings(settings.lock_url, settings.lock_password), lock_names(locks))
 
 
 def _project(settings: Settings):

@@ -13,6 +13,7 @@ if TYPE_CHECKING:
     from jobwrap.doctor import Finding
     from jobwrap.idlemon.flush import FlushSummary
     from jobwrap.status import MonitorRow, StatusReport
+    from jobwrap.store.fleet import Probe
 
 
 def history_json(records: list[RunRecord]) -> str:
@@ -201,6 +202,8 @@ def status_text(report: StatusReport) -> str:
         rows = [[m.name, m.kind, pm_state(m), f"{m.interval_seconds}s", m.url, m.id]
                 for m in report.promonitor]
         text += "\nProMonitor\n" + table(["NAME", "KIND", "STATUS", "EVERY", "URL", "ID"], rows)
+    if report.lock is not None:
+        text += lock_backend_text(report.lock)
     return text + "".join(f"jobwrap: {p}\n" for p in report.problems)
 
 
@@ -208,7 +211,26 @@ def status_json(report: StatusReport) -> str:
     data = {"project": report.project, "problems": report.problems,
             "monitors": [r.to_json() for r in report.rows],
             "promonitor": [m.to_json() for m in report.promonitor or ()]}
-    return json.dumps(data, indent=2) + "\n"
+    lock = {"lock": lock_backend_json(report.lock)} if report.lock is not None else {}
+    return json.dumps({**data, **lock}, indent=2) + "\n"
+
+
+def lock_backend_text(found: Probe) -> str:
+    """The fleet lock backend: whether it answers, then each configured lock's holder."""
+    if found.error:
+        return f"\nlock backend: {found.error}\n"
+    lines = [f"\nlock backend {found.url}: answers (Redis {found.version})"]
+    lines += [f"  {name}: " + (f"held by {holder.describe()}" if holder else "free")
+              for name, holder in found.holders]
+    return "\n".join(lines) + "\n"
+
+
+def lock_backend_json(found: Probe) -> dict:
+    return {"backend": found.url, "answers": found.error is None, "error": found.error,
+            "version": found.version,
+            "holders": [{"lock": name, "holder": holder and {
+                "host": holder.host, "pid": holder.pid, "run_id": holder.run_id,
+                "since": holder.since}} for name, holder in found.holders]}
 
 
 def relative(moment: datetime | None, now: datetime | None = None) -> str:

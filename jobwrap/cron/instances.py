@@ -23,6 +23,7 @@ from jobwrap.cron.launch import (
     job_argv,
     job_environment,
     job_shell,
+    slot_options,
 )
 from jobwrap.cron.table import CronJob, JobKey
 from jobwrap.process import tree as proctree
@@ -125,7 +126,8 @@ class RunningJobs:
         """Start a run of ``job`` (``due`` None for @reboot); a failure is logged."""
         command, entry_env = job.entry.command, job.entry.env
         try:
-            argv = job_argv(command, self.jobwrap_argv, job_shell(entry_env))
+            argv = job_argv(command, self.jobwrap_argv, job_shell(entry_env),
+                            slot_options(job, due))
             env = job_environment(entry_env, self.env, plain_line=not is_jobwrap_run(command))
             proc = JobProcess.spawn(job, argv, env, self.monotonic())
         except (OSError, ValueError) as exc:

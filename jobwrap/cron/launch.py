@@ -14,6 +14,13 @@ says), so metas, history and reporting apply exactly as on a crontab line prefix
 ``SHELL`` is the crontab's ``SHELL=`` assignment above the line, else ``/bin/sh``, as in cron
 (the supervisor's own ``$SHELL`` does not count, as cron ignores the login shell).
 
+Across a fleet: an ``overlap=skip`` line's ``jobwrap run`` (the first two forms) also gets
+``--cron-slot FIRE_TIME/SECONDS``, the slot it was fired for.  With a lock URL set (config,
+environment, or the crontab's assignments) that run takes the fleet lock -- its own ``--lock``
+name, else the job's -- and claims exactly that slot, so hosts running the same crontab run
+each slot once, and not while another host's run of the line still runs.  Without a URL the
+option does nothing: ``skip`` stays the supervisor's own, per host.
+
 Each job gets the supervisor's environment without ``NOTIFY_SOCKET``/``WATCHDOG_*`` (and,
 for a plain line, without ``JOBWRAP_MONITOR``), with the crontab's assignments above its line
 laid over it; its stdin is the line's ``%`` text, or /dev/null.  Its stdout and stderr are the
@@ -33,10 +40,13 @@ import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from jobwrap.config.values import Overlap
 from jobwrap.cron import sdnotify
+from jobwrap.cron.due import Due
 from jobwrap.cron.table import CronJob
 from jobwrap.errors import exit_status_of
 from jobwrap.process import tree as proctree
+from jobwrap.store.fleet import Slot
 
 DEFAULT_SHELL = "/bin/sh"
 MONITOR_VARIABLE = "JOBWRAP_MONITOR"
@@ -44,17 +54,27 @@ _SHELL_CHARS = frozenset("|&;<>()$`*?[]{}~#")
 _SMALL_STDIN = 4096  # a pipe always holds this much: the write cannot block
 
 
-def job_argv(command: str, jobwrap_argv: Sequence[str], shell: str = DEFAULT_SHELL) -> list[str]:
+def job_argv(command: str, jobwrap_argv: Sequence[str], shell: str = DEFAULT_SHELL,
+             run_options: Sequence[str] = ()) -> list[str]:
     """The argv that runs a crontab command under ``jobwrap run`` (see the module doc).
 
-    ``shell`` is the crontab's ``SHELL`` for this line (cron's default, ``/bin/sh``).
+    ``shell`` is the crontab's ``SHELL`` for this line (cron's default, ``/bin/sh``);
+    ``run_options`` go right after ``run`` (a line's own options come later and win).
     """
     arguments = run_arguments(command)
     if arguments is not None:
-        return [*jobwrap_argv, "run", *arguments]
+        return [*jobwrap_argv, "run", *run_options, *arguments]
     if is_jobwrap_run(command):
         return [shell, "-c", command]
-    return [*jobwrap_argv, "run", "--", shell, "-c", command]
+    return [*jobwrap_argv, "run", *run_options, "--", shell, "-c", command]
+
+
+def slot_options(job: CronJob, due: Due | None) -> list[str]:
+    """``--cron-slot`` for a fired ``overlap=skip`` line (the fleet lock, see the module doc)."""
+    if due is None or job.overlap != Overlap.SKIP:
+        return []  # @reboot is each host's own; allow and replace are per host
+    fire, keep = job.schedule.slot_at(due.fire_time)
+    return [f"--cron-slot={Slot(fire, keep.total_seconds()).argument()}"]
 
 
 def run_arguments(command: str) -> list[str] | None:

@@ -37,7 +37,7 @@ from jobwrap.store.record import storable
 
 if TYPE_CHECKING:  # imported only when --promonitor is used (--lock-url)
     from jobwrap.promonitor.gate import DependencySettings
-    from jobwrap.store.fleet import FleetSettings
+    from jobwrap.store.fleet import FleetSettings, Slot
 
 Warn = Callable[[str], None]
 # How long a run waits for a history another process holds write-locked: before the command
@@ -75,6 +75,7 @@ class RunSettings:
     report_problem: str | None = None  # why reports cannot be sent (token, URL): kept instead
     env: Mapping[str, str] | None = None  # the command's environment; None: jobwrap's own
     fleet: FleetSettings | None = None  # only with --lock and a lock URL
+    fleet_slot: Slot | None = None  # the slot `jobwrap cron` fired this run for (exact)
     hooks: HookSettings = HookSettings()  # --on-failure / --on-success
     output: str = "live"  # live | on-failure (held, written out only if the run fails)
     metrics_dir: Path | None = None
@@ -92,6 +93,7 @@ def build_run_settings(
     count_flags: tuple[str, ...] = (),
     summary_json: Path | None = None,
     dry_run: bool = False,
+    cron_slot: str | None = None,
 ) -> RunSettings:
     """Validate everything a run needs, before the command starts (UsageError/ConfigError).
 
@@ -103,6 +105,10 @@ def build_run_settings(
     if not argv[0] or "\0" in argv[0]:
         raise UsageError("the command name is empty: jobwrap run [OPTIONS] -- COMMAND [ARG]...")
     patterns = _patterns(settings, meta_flags, count_flags)
+    lock = settings.lock
+    if cron_slot is not None and settings.lock_url and lock is None:
+        lock = ""  # jobwrap cron's overlap=skip, across the fleet: see jobwrap/cron/launch.py
+    fleet = _fleet_settings(settings, lock)
     schedule = settings.schedule
     if schedule:
         from jobwrap.schedule import parse_schedule
@@ -128,10 +134,11 @@ def build_run_settings(
         report_problem=settings.problem(IDLEMON),
         dependency=_dependency_settings(settings),
         skipped_exit=settings.skipped_exit,
-        lock=_lock_name(settings.lock, settings.monitor, argv, settings.lock_wait),
+        lock=_lock_name(lock, settings.monitor, argv, settings.lock_wait),
         lock_wait_s=settings.lock_wait,
         env=child_environment(settings),
-        fleet=_fleet_settings(settings),
+        fleet=fleet,
+        fleet_slot=_cron_slot(cron_slot) if fleet is not None else None,
         hooks=HookSettings(settings.on_failure or None, settings.on_success or None,
                            settings.hook_timeout),
         output=settings.output,
@@ -172,9 +179,9 @@ def _lock_name(value: str | None, monitor: str | None, argv: tuple[str, ...],
     return value
 
 
-def _fleet_settings(settings: Settings) -> FleetSettings | None:
+def _fleet_settings(settings: Settings, lock: str | None) -> FleetSettings | None:
     """With --lock and a lock URL: the Redis lease's settings (the client must be installed)."""
-    if settings.lock is None or bool_word(settings.lock) is False or not settings.lock_url:
+    if lock is None or bool_word(lock) is False or not settings.lock_url:
         return None
     from jobwrap.store.fleet import FleetSettings, require_client
 
@@ -186,6 +193,15 @@ def _fleet_settings(settings: Settings) -> FleetSettings | None:
         unavailable=settings.lock_unavailable,
         host=os.environ.get("JOBWRAP_HOSTNAME") or os.uname().nodename,
     )
+
+
+def _cron_slot(cron_slot: str | None) -> Slot | None:
+    """The exact slot ``jobwrap cron`` fired this run for (``--cron-slot``), if any."""
+    if cron_slot is None:
+        return None
+    from jobwrap.store.fleet import Slot
+
+    return Slot.parse(cron_slot)
 
 
 def _dependency_settings(settings: Settings) -> DependencySettings | None:
@@ -338,7 +354,7 @@ def _take_fleet_lock(settings: RunSettings, fleet_settings: FleetSettings, local
     assert settings.lock is not None
     try:
         got = fleet.acquire(fleet_settings, settings.lock, run_id=run_id, warn=warn,
-                            slot=_fleet_slot(settings.schedule))
+                            slot=settings.fleet_slot or _fleet_slot(settings.schedule))
     except fleet.FleetUnavailable as exc:
         if fleet_settings.unavailable == "run":
             warn(f"warning: {exc}; running without the fleet lock (--lock-unavailable run)")

@@ -37,7 +37,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-from jobwrap.errors import ConfigError, StateError
+from jobwrap.errors import ConfigError, StateError, UsageError
 from jobwrap.store.lock import JobLock
 
 Unavailable = Literal["skip", "run"]
@@ -102,6 +102,23 @@ class Slot:
     @property
     def label(self) -> str:
         return self.fire_time.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+    def argument(self) -> str:
+        """``FIRE_TIME/SECONDS``: how ``jobwrap cron`` tells a line's ``jobwrap run`` its slot."""
+        return f"{self.fire_time.astimezone(UTC).isoformat()}/{self.keep_s:g}"
+
+    @classmethod
+    def parse(cls, text: str) -> Slot:
+        """The inverse of :meth:`argument`; UsageError (one line) for anything else."""
+        fire, _, keep = text.partition("/")
+        try:
+            when, seconds = datetime.fromisoformat(fire), float(keep)
+        except ValueError:
+            when, seconds = None, 0.0
+        if when is None or when.tzinfo is None or not 0 < seconds < 1e9:
+            raise UsageError(f"bad slot {text!r}: expected FIRE_TIME/SECONDS, e.g. "
+                             "2030-01-01T00:05:00+00:00/300")
+        return cls(when, seconds)
 
 
 @dataclass(frozen=True)

@@ -3,55 +3,53 @@
 The only module that imports croniter.  :func:`parse_schedule` accepts the portable subset of
 cron that cronie also runs, so a line means the same here as in the system crontab:
 
-* five fields, ``minute hour day-of-month month day-of-week``, each a list (``a,b``) of
-  numbers, ``*`` and ranges ``a-b``, optionally stepped (``*/5``, ``1-30/2``); month and
-  weekday names (``jan``, ``mon``) in those two fields; day of week 0 and 7 are both Sunday.
-  Each item is read as cronie's ``get_range`` reads it (jobwrap reads the values itself and
-  hands croniter the result): ``N-N`` is the value N; a day-of-week range ending on 0 ends on
-  7 (``sat-sun``, ``5-0``); a step larger than its range gives the range's first value
-  (``*/60`` is minute 0).  jobwrap is stricter than cronie on backwards ranges (``5-1``, which
-  cronie reads as no value, or as ``5-7`` when it ends on 0) and more permissive on ``N/step``
-  (``5/15`` = ``5-59/15``, as croniter and robfig/cron read it; cronie refuses it; refused in
-  day of week, where it is unclear whether 7 counts).  Where cronie would read a schedule
-  differently or warn, :attr:`Schedule.notes` says so (``jobwrap cron --check`` prints it);
+* five fields, ``minute hour day-of-month month day-of-week``, read as cronie reads them
+  (:mod:`jobwrap.cron.fields`); where cronie would read a schedule differently or warn,
+  :attr:`Schedule.notes` says so (``jobwrap cron --check`` prints it);
 * an alias: ``@yearly @annually @monthly @weekly @daily @midnight @hourly``, or ``@reboot``,
   which is a kind of its own (``Schedule.is_reboot``): it has no fire times;
 * an optional zone prefix ``CRON_TZ=Europe/Paris 0 9 * * *`` (or ``TZ=…``), which beats the
-  ``tz`` argument; with neither, the machine's local zone (:func:`local_zone`).
+  ``tz`` argument; with neither, the machine's local zone (:func:`jobwrap.zones.local_zone`).
 
-Rejected on purpose, with one clear line: croniter's extensions ``L W # ? H R`` (cronie would
-not run them, and ``R`` would pick a new time at every evaluation), backwards ranges, and the
-6- and 7-field forms.  The one exception is ``allow_seconds=True``, meant for tests of the
-supervisor: a sixth field then holds **seconds, written first** (``*/2 * * * * *`` fires every
-two seconds), as Quartz, Spring and robfig/cron write it.  croniter's default puts seconds
-last; six fields mean different things in different tools, so we take the common reading and
-say so here.
+The 6- and 7-field forms are refused, with one line.  The one exception is
+``allow_seconds=True``, meant for tests of the supervisor: a sixth field then holds **seconds,
+written first** (``*/2 * * * * *`` fires every two seconds), as Quartz, Spring and robfig/cron
+write it.  croniter's default puts seconds last; six fields mean different things in different
+tools, so we take the common reading and say so here.
 
 Days follow cronie: when both day fields are restricted, a day matching either one fires;
 but if either field starts with ``*`` (``*/2``) a day must match both (croniter's
 ``implement_cron_bug``, which is cronie's actual behaviour).
 
-Daylight saving time, as croniter computes it in the schedule's zone (tested):
+Daylight saving time follows cronie's ``crond`` (``src/cron.c``), which has two modes.  A job
+is *fixed-time* when no field of seconds, minute or hour starts with ``*`` (``30 2 * * *``,
+``@daily``), *wildcard* otherwise (``*/10 2 * * *``, ``0 * * * *``, ``@hourly``).
 
-* clocks go forward: a wall time inside the skipped hour fires at the first instant after it
-  (``30 2 * * *`` in Paris fires at 03:00 that night), as cronie does; hourly and minutely
-  schedules simply have no fire times in the missing hour;
-* clocks go back: as in cronie, a *fixed-time* job (no field of seconds, minute or hour
-  starts with ``*``) fires once, in the first pass: ``30 2 * * *`` runs at 02:30 summer
-  time only.  A *wildcard* job (``*/15 * * * *``, ``0 * * * *``, ``@hourly``) follows the
-  clock and fires in both passes, so it keeps its spacing in real time.  croniter itself
-  fires fixed times twice; :meth:`Schedule._skips` filters the second pass out.
+* **System zone** (no zone given): crond walks the system's wall clock.  When it jumps
+  forward, a fixed-time job whose time was skipped runs at the change (``30 2 * * *`` in
+  Paris runs at 03:00 that night); a wildcard job has no fire times in the skipped hour
+  (``*/10 2 * * *`` does not run that night).  When the clock goes back, wildcard jobs run
+  in both passes and fixed-time jobs in the first pass only.
+* **A zone** (``CRON_TZ=``, ``tz``): crond checks each real minute against the wall clock in
+  that zone, with no DST rule: a time in the skipped hour does not run, a time in the
+  repeated hour runs in both passes.  Except that, as crond, no fixed-time job runs while the
+  *system* clock is in the second pass of an hour it repeats.
+
+Deliberately different: crond runs a fixed-time job once for each of its skipped times
+(``0,30 2 * * *`` twice at 03:00, ten seconds apart); jobwrap runs it once at the change.
+
+croniter is only asked for wall-clock times (naive datetimes, where it has no DST bugs);
+:meth:`Schedule._fires` turns them into instants with the rules above.
 """
 
 from __future__ import annotations
 
-import os
+import heapq
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime, time, timedelta, tzinfo
-from functools import cache
+from datetime import UTC, datetime, timedelta, tzinfo
 from itertools import pairwise
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from croniter import (  # type: ignore[import-untyped]  # croniter ships no type hints
     CroniterBadDateError,
@@ -59,7 +57,19 @@ from croniter import (  # type: ignore[import-untyped]  # croniter ships no type
     croniter,
 )
 
+from jobwrap.cron.fields import analyse, check_fields, field_count_problem
 from jobwrap.errors import UsageError
+from jobwrap.zones import (
+    in_second_pass,
+    load_zone,
+    local_midnights,
+    local_zone,
+    offset_change,
+    offset_changes,
+    readings,
+    shift_near,
+    utc,
+)
 
 ALIASES = {
     "@yearly": "0 0 1 1 *",
@@ -74,80 +84,11 @@ REBOOT = "@reboot"
 # A year catches every month length and weekday pattern; a gap that merely overlaps the
 # horizon is still measured in full, so leap-day schedules come out right too.
 DEFAULT_HORIZON = timedelta(days=366)
-
-_ZONE_PREFIX = re.compile(r"(?:CRON_TZ|TZ)=(\S*)(?:\s+(.*))?", re.DOTALL)
-_ITEM = re.compile(r"(\*|[0-9A-Za-z]+)(?:-([0-9A-Za-z]+))?(?:/([0-9]+))?", re.ASCII)
 # Any fixed instant works to ask "does this ever fire?": cron patterns repeat every few years.
 _PROBE_FROM = datetime(2001, 1, 1, tzinfo=UTC)
-_MONTHS = ("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec")
-_WEEKDAYS = ("sun", "mon", "tue", "wed", "thu", "fri", "sat")
 
+_ZONE_PREFIX = re.compile(r"(?:CRON_TZ|TZ)=(\S*)(?:\s+(.*))?", re.DOTALL)
 
-@dataclass(frozen=True)
-class _Field:
-    name: str
-    low: int
-    high: int
-    names: tuple[str, ...] = ()
-    first_named: int = 0  # the value of names[0]
-
-    def value(self, token: str) -> int:
-        """The number a token stands for; ValueError naming the problem otherwise."""
-        if token.isdigit():
-            number = int(token)
-        elif token.lower() in self.names:
-            return self.first_named + self.names.index(token.lower())
-        elif self.names:
-            raise ValueError(f"{self.name} {token!r} is neither a number nor a name")
-        else:
-            raise ValueError(f"{self.name} {token!r} is not a number")
-        if not self.low <= number <= self.high:
-            raise ValueError(f"{self.name} {number} is out of range {self.low}-{self.high}")
-        return number
-
-
-_SECOND = _Field("second", 0, 59)
-_UNIX_FIELDS = (
-    _Field("minute", 0, 59),
-    _Field("hour", 0, 23),
-    _Field("day-of-month", 1, 31),
-    _Field("month", 1, 12, _MONTHS, 1),
-    _Field("day-of-week", 0, 7, _WEEKDAYS, 0),
-)
-_DAY_OF_WEEK = _UNIX_FIELDS[-1]
-
-
-def load_zone(name: str) -> ZoneInfo:
-    """The IANA zone called ``name``; UsageError when there is no such zone."""
-    try:
-        return ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError, OSError):
-        # ValueError: absolute or "../" keys; OSError: a directory such as "Europe".
-        raise UsageError(f"unknown time zone {name!r}") from None
-
-
-def local_zone() -> tzinfo:
-    """The machine's zone: ``$TZ`` when it names an IANA zone, else /etc/localtime, else UTC.
-
-    Read once per value of ``$TZ``: a long-running supervisor does not notice a changed
-    /etc/localtime until it restarts.  POSIX rule strings in ``$TZ`` are not understood.
-    """
-    return _local_zone(os.environ.get("TZ", ""))
-
-
-@cache
-def _local_zone(tz_variable: str) -> tzinfo:
-    name = tz_variable.removeprefix(":")
-    if name:
-        try:
-            return load_zone(name)
-        except UsageError:
-            pass
-    try:
-        with open("/etc/localtime", "rb") as file:
-            return ZoneInfo.from_file(file, key="localtime")
-    except (OSError, ValueError):
-        return UTC
 
 
 @dataclass(frozen=True)
@@ -176,7 +117,7 @@ class Schedule:
         if self.expr.startswith("@") and self.expr not in ALIASES:
             known = " ".join([*ALIASES, REBOOT])
             raise UsageError(f"unknown cron alias {self.expr!r} (known: {known})")
-        _check_fields(self.expr, self._cron_text.split())
+        check_fields(self.expr, self._cron_text.split())
         try:
             self.next_after(_PROBE_FROM)
         except CroniterBadDateError:
@@ -209,39 +150,28 @@ class Schedule:
 
     @property
     def _croniter_text(self) -> str:
-        """The fields as croniter must read them to give cronie's values (see :func:`_analyse`)."""
-        return _analyse(tuple(self._cron_text.split()))[0]
+        """The fields as croniter must read them to give cronie's values (:mod:`.cron.fields`)."""
+        return analyse(tuple(self._cron_text.split()))[0]
 
     @property
     def notes(self) -> tuple[str, ...]:
         """Where cronie would read this schedule differently (``jobwrap cron --check`` warns)."""
         if self.is_reboot:
             return ()
-        return _analyse(tuple(self._cron_text.split()))[1]
+        return analyse(tuple(self._cron_text.split()))[1]
 
     def next_after(self, moment: datetime) -> datetime:
         """The first fire time strictly after ``moment``."""
-        return self._step(self._iterator(moment), forward=True)
+        return next(self._fires(moment, forward=True))
 
     def next_times(self, n: int, start: datetime | None = None) -> list[datetime]:
         """The next ``n`` fire times strictly after ``start`` (default: now), in order."""
-        iterator = self._iterator(start or datetime.now(UTC))
-        return [self._step(iterator, forward=True) for _ in range(n)]
+        fires = self._fires(start or datetime.now(UTC), forward=True)
+        return [next(fires) for _ in range(n)]
 
-    def _step(self, iterator: croniter, *, forward: bool) -> datetime:
-        """croniter's next (or previous) fire time, less the ones cronie would not fire."""
-        while True:
-            fire: datetime = iterator.get_next(datetime) if forward else iterator.get_prev(datetime)
-            if not self._skips(fire):
-                return fire
-
-    def _skips(self, fire: datetime) -> bool:
-        """A fixed-time job's fire time in the second pass of an hour the clocks repeat."""
-        return (
-            fire.fold == 1
-            and fire.replace(fold=0).utcoffset() != fire.utcoffset()
-            and self._is_fixed_time
-        )
+    def _previous(self, moment: datetime) -> datetime:
+        """The last fire time strictly before ``moment``."""
+        return next(self._fires(moment, forward=False))
 
     @property
     def _is_fixed_time(self) -> bool:
@@ -273,29 +203,74 @@ class Schedule:
         error under half the gap to the neighbouring fire time names the right one.
         """
         after = self.next_after(moment)
-        before = self._step(self._iterator(after), forward=False)
-        if _utc(moment) - _utc(before) <= _utc(after) - _utc(moment):
-            fire, other = before, self._step(self._iterator(before), forward=False)
+        before = self._previous(after)
+        if utc(moment) - utc(before) <= utc(after) - utc(moment):
+            fire, other = before, self._previous(before)
         else:
             fire, other = after, self.next_after(after)
-        gaps = (abs(_utc(fire) - _utc(other)), _utc(after) - _utc(before))
-        return _utc(fire), max(gaps)
+        gaps = (abs(utc(fire) - utc(other)), utc(after) - utc(before))
+        return utc(fire), max(gaps)
 
     def _require_fire_times(self) -> None:
         if self.is_reboot:
             raise UsageError(f"{REBOOT} runs once when the supervisor starts: it has no fire times")
 
-    def _iterator(self, start: datetime) -> croniter:
-        self._require_fire_times()
-        if start.tzinfo is None:
-            raise ValueError("fire times need an aware datetime")
+    def _walls(self, start: datetime) -> croniter:
+        """croniter over naive wall-clock times, from the naive ``start``."""
         return croniter(
             self._croniter_text,
-            start.astimezone(self.zone),
+            start,
             ret_type=datetime,
             implement_cron_bug=True,  # cronie's day-of-month/day-of-week rule, see module doc
             second_at_beginning=self.has_seconds,
         )
+
+    def _fires(
+        self, moment: datetime, *, forward: bool, walls: croniter | None = None
+    ) -> Iterator[datetime]:
+        """The fire times strictly after (or before) ``moment``, in order, in the zone.
+
+        Each matching wall time names zero, one or two instants (:func:`readings`); they are
+        kept per the module doc's DST rules.  Instants come out of order only around a DST
+        change (a repeated hour's second pass follows its first), so they wait in a heap until
+        no later wall time can give an earlier one: every wall time's instants lie at or
+        beyond its ``bound``, and bounds grow with the wall times.  ``walls`` reuses an
+        iterator (building one parses the expression).
+        """
+        self._require_fire_times()
+        if moment.tzinfo is None:
+            raise ValueError("fire times need an aware datetime")
+        zone, system = self.zone, local_zone()
+        fixed, in_system_zone = self._is_fixed_time, self.tz is None
+        sign = 1 if forward else -1
+        # Near a change, a wall time up to the shift behind (ahead of) ``moment``'s own can
+        # still name a later (earlier) instant; a second more covers sub-second moments.
+        margin = shift_near(moment, zone) + timedelta(seconds=1)
+        start = moment.astimezone(zone).replace(tzinfo=None) - sign * margin
+        if walls is None:
+            walls = self._walls(start)
+        else:
+            walls.set_current(start, force=True)
+        pending: list[tuple[float, datetime]] = []
+        last: datetime | None = None
+        while True:
+            wall = walls.get_next(datetime) if forward else walls.get_prev(datetime)
+            first, second = readings(wall, zone)
+            if first <= second:  # one instant, or both passes of a repeated hour
+                found = [first] if first == second else [first, second]
+                bound = first if forward else second
+            else:  # a skipped hour: only a system-zone fixed-time job fires, at the change
+                bound = offset_change(second, first, zone)
+                found = [bound] if fixed and in_system_zone else []
+            for instant in found:
+                if not (fixed and in_second_pass(instant, system)):
+                    heapq.heappush(pending, (sign * instant.timestamp(), instant))
+            while pending and pending[0][0] <= sign * bound.timestamp():
+                instant = heapq.heappop(pending)[1]
+                beyond = instant > moment if forward else instant < moment
+                if beyond and instant != last:
+                    last = instant
+                    yield instant.astimezone(zone)
 
     def _intraday_gap(self) -> timedelta:
         """The longest wall-clock gap between two fire times on the same day.
@@ -321,19 +296,18 @@ class Schedule:
         alters the gap that contains it.  So asking croniter for the fire times on both sides
         of these probes (~370 probes a year) measures every gap exactly.
         """
-        midnights = _local_midnights(begin, end, self.zone)
-        probes = sorted([begin, *midnights, *_offset_changes([begin, *midnights, end], self.zone)])
+        midnights = local_midnights(begin, end, self.zone)
+        probes = sorted([begin, *midnights, *offset_changes([begin, *midnights, end], self.zone)])
         gaps: list[timedelta] = []
         covered_until = begin - timedelta(seconds=1)
-        iterator = self._iterator(begin)  # one iterator, moved: building one parses the expr
+        walls = self._walls(begin.astimezone(self.zone).replace(tzinfo=None))  # reused
         for probe in probes:
             if probe <= covered_until:
                 continue  # inside the gap just measured: same pair of fire times
-            iterator.set_current(probe.astimezone(self.zone), force=True)
-            before = self._step(iterator, forward=False)
-            after = self._step(iterator, forward=True)  # the fire time right after ``before``
-            gaps.append(_utc(after) - _utc(before))
-            covered_until = _utc(after)
+            before = next(self._fires(probe, forward=False, walls=walls))
+            after = next(self._fires(before, forward=True, walls=walls))
+            gaps.append(utc(after) - utc(before))
+            covered_until = utc(after)
         return gaps
 
 
@@ -355,7 +329,7 @@ def parse_schedule(expr: str, tz: str | None = None, *, allow_seconds: bool = Fa
         if body == REBOOT:
             return Schedule(REBOOT)  # no fire times, so a zone would mean nothing
     elif len(fields) != 5 and not (allow_seconds and len(fields) == 6):
-        problem = _field_count_problem(fields, allow_seconds)
+        problem = field_count_problem(fields, allow_seconds)
         raise UsageError(f"invalid cron expression {text!r}: {problem}")
     return Schedule(body, zone or tz or None)
 
@@ -383,113 +357,6 @@ def _split_zone_prefix(text: str) -> tuple[str | None, str]:
     return zone, body
 
 
-def _field_count_problem(fields: list[str], allow_seconds: bool = True) -> str:
-    expected = "5 (minute hour day-of-month month day-of-week)"
-    if allow_seconds:
-        return f"{len(fields)} fields, expected {expected}, or 6 with seconds first"
-    problem = f"{len(fields)} fields, expected {expected}"
-    if len(fields) in (6, 7):
-        problem += "; second and year fields are not supported"
-    return problem
-
-
-def _check_fields(expr: str, fields: list[str]) -> None:
-    """Raise UsageError unless every field is cron syntax jobwrap runs (see :func:`_analyse`)."""
-    if len(fields) not in (5, 6):
-        raise UsageError(f"invalid cron expression {expr!r}: {_field_count_problem(fields)}")
-    try:
-        _analyse(tuple(fields))
-    except ValueError as exc:
-        raise UsageError(f"invalid cron expression {expr!r}: {exc}") from None
-
-
-@cache
-def _analyse(fields: tuple[str, ...]) -> tuple[str, tuple[str, ...]]:
-    """Validate the fields: the text to hand croniter, and where cronie reads them differently.
-
-    jobwrap reads every item itself, as cronie's ``get_range`` does, and hands croniter the
-    values it found, so croniter's own readings never apply: ``N-N`` is the value N (croniter
-    takes it as the whole cycle), an upper bound 0 of a day-of-week range is 7 (``sat-sun``),
-    and 7 is Sunday.  Items starting with ``*`` are handed over as ``*`` or ``*/N``, because
-    the day-field rule depends on that first character.  ValueError names a bad item.
-    """
-    specs = (_SECOND, *_UNIX_FIELDS) if len(fields) == 6 else _UNIX_FIELDS
-    notes: list[str] = []
-    texts = []
-    for spec, field in zip(specs, fields, strict=True):
-        first, *rest = field.split(",")
-        items = [_normalise_item(spec, first, notes, keep_star=True)]
-        items += [_normalise_item(spec, item, notes, keep_star=False) for item in rest]
-        texts.append("*" if items[0] == "*" else ",".join(items))
-    return " ".join(texts), tuple(notes)
-
-
-def _normalise_item(spec: _Field, item: str, notes: list[str], *, keep_star: bool) -> str:
-    """One list item (``*``, ``n``, ``a-b``, each optionally ``/step``) as croniter text.
-
-    ``keep_star``: a ``*`` item stays ``*`` or ``*/N`` (the field's first item, whose first
-    character decides the day rule); otherwise it too becomes its values.
-    """
-    match = _ITEM.fullmatch(item)
-    if match is None:
-        raise ValueError(
-            f"{spec.name} {item!r} is not supported (use numbers, names, *, a-b, /step, a,b)"
-        )
-    start, end, step_text = match.groups()
-    step = 1 if step_text is None else int(step_text)
-    if step == 0:
-        raise ValueError(f"{spec.name} step in {item!r} must be at least 1")
-    if start == "*":
-        if end is not None:
-            raise ValueError(f"{spec.name} {item!r}: '*' cannot start a range")
-        _note_large_step(spec, item, spec.low, spec.high, step, notes)
-        if keep_star:
-            # croniter loops on steps beyond the field; a cycle's length gives the same values.
-            cycle = 7 if spec is _DAY_OF_WEEK else spec.high - spec.low + 1
-            return "*" if step == 1 else f"*/{min(step, cycle)}"
-        return _listed(spec, spec.low, spec.high, step)
-    low = spec.value(start)
-    if end is None and step_text is None:
-        return str(_croniter_value(spec, low))
-    if end is None:
-        if spec is _DAY_OF_WEEK:  # is 7 in "1/2"?  cronie refuses the form; so do we here
-            raise ValueError(
-                f"day-of-week {item!r}: cronie refuses N/step, and whether it reaches 7 "
-                f"(Sunday) is unclear; write a range such as {low}-6/{step}"
-            )
-        high = spec.high
-        notes.append(
-            f"{spec.name} {item!r}: cronie refuses N/step; jobwrap reads {low}-{high}/{step}"
-        )
-    else:
-        high = spec.value(end)
-        if high < low and high == 0 and spec is _DAY_OF_WEEK:
-            high = 7  # cronie: a range ending on Sunday (sat-sun, 5-0)
-        if high < low:
-            raise ValueError(f"{spec.name} range {item!r} runs backwards")
-    _note_large_step(spec, item, low, high, step, notes)
-    return _listed(spec, low, high, step)
-
-
-def _listed(spec: _Field, low: int, high: int, step: int) -> str:
-    values = dict.fromkeys(_croniter_value(spec, v) for v in range(low, high + 1, step))
-    return ",".join(map(str, values))
-
-
-def _note_large_step(
-    spec: _Field, item: str, low: int, high: int, step: int, notes: list[str]
-) -> None:
-    if step > 1 and step > high - low:
-        notes.append(
-            f"{spec.name} step {step} in {item!r} is larger than the range {low}-{high}: "
-            f"it fires at {low} only (cronie warns; supercronic refuses it)"
-        )
-
-
-def _croniter_value(spec: _Field, value: int) -> int:
-    return 0 if spec is _DAY_OF_WEEK and value == 7 else value
-
-
 def _values(field: list[int | str], low: int, high: int) -> list[int]:
     """croniter's expansion of one field as numbers (``['*']`` means the whole range)."""
     if field == ["*"]:
@@ -497,40 +364,3 @@ def _values(field: list[int | str], low: int, high: int) -> list[int]:
     return [int(value) for value in field]
 
 
-def _utc(moment: datetime) -> datetime:
-    # Subtracting two datetimes that share a tzinfo ignores their UTC offsets (wall-clock
-    # arithmetic), which is wrong across DST changes; UTC makes it elapsed time.
-    return moment.astimezone(UTC)
-
-
-def _local_midnights(begin: datetime, end: datetime, zone: tzinfo) -> list[datetime]:
-    """Each start of a local day in (begin, end], as UTC instants."""
-    first = begin.astimezone(zone).date() + timedelta(days=1)
-    last = end.astimezone(zone).date()
-    days = (first + timedelta(days=n) for n in range((last - first).days + 1))
-    return [_utc(datetime.combine(day, time(), tzinfo=zone)) for day in days]
-
-
-def _offset_changes(instants: list[datetime], zone: tzinfo) -> list[datetime]:
-    """The instants where the zone's UTC offset changes, between consecutive ``instants``.
-
-    ``instants`` are sorted and less than a couple of days apart, so each interval holds at
-    most one change; it is found to the second by bisection.
-    """
-    changes = []
-    for left, right in pairwise(instants):
-        if left.astimezone(zone).utcoffset() != right.astimezone(zone).utcoffset():
-            changes.append(_bisect_offset_change(left, right, zone))
-    return changes
-
-
-def _bisect_offset_change(left: datetime, right: datetime, zone: tzinfo) -> datetime:
-    offset = left.astimezone(zone).utcoffset()
-    low, high = int(left.timestamp()), int(right.timestamp())
-    while high - low > 1:
-        middle = (low + high) // 2
-        if datetime.fromtimestamp(middle, zone).utcoffset() == offset:
-            low = middle
-        else:
-            high = middle
-    return datetime.fromtimestamp(high, UTC)

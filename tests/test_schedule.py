@@ -9,7 +9,8 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from jobwrap.errors import ExitStatus, UsageError
-from jobwrap.schedule import Schedule, local_zone, parse_schedule
+from jobwrap.schedule import Schedule, parse_schedule
+from jobwrap.zones import local_zone
 
 PARIS = ZoneInfo("Europe/Paris")
 
@@ -207,52 +208,20 @@ def test_longest_gap_does_not_walk_every_fire_time() -> None:
     assert time.monotonic() - started < 2.0
 
 
-def test_spring_forward_moves_a_skipped_time_to_the_change() -> None:
-    # Paris, 2024-03-31: 02:00 CET becomes 03:00 CEST; 02:30 does not exist that night.
-    schedule = parse_schedule("CRON_TZ=Europe/Paris 30 2 * * *")
-    fires = schedule.next_times(3, at("2024-03-30T12:00", PARIS))
-    assert [f.isoformat() for f in fires] == [
-        "2024-03-31T03:00:00+02:00",
-        "2024-04-01T02:30:00+02:00",
-        "2024-04-02T02:30:00+02:00",
-    ]
-    hourly = parse_schedule("CRON_TZ=Europe/Paris 0 * * * *")
-    fires = hourly.next_times(2, at("2024-03-31T00:30", PARIS))
-    assert [f.isoformat() for f in fires] == [
-        "2024-03-31T01:00:00+01:00",
-        "2024-03-31T03:00:00+02:00",  # one real hour later: no 02:00 that night
-    ]
+# Each DST night, mode by mode, is in test_dst.py (Schedule, jobwrap next, Scheduler, Supervisor).
 
 
-def test_fall_back_runs_a_fixed_time_job_once_as_cronie_does() -> None:
-    # Paris, 2024-10-27: 03:00 CEST becomes 02:00 CET, so 02:30 happens twice; croniter
-    # alone would fire at both.
-    schedule = parse_schedule("CRON_TZ=Europe/Paris 30 2 * * *")
+def test_fall_back_gives_a_fixed_time_job_a_25_hour_gap(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TZ", "Europe/Paris")  # the system zone: cronie's DST rule applies
+    schedule = parse_schedule("30 2 * * *")
     fires = schedule.next_times(2, at("2024-10-26T12:00", PARIS))
     assert [f.isoformat() for f in fires] == [
         "2024-10-27T02:30:00+02:00",
         "2024-10-28T02:30:00+01:00",
     ]
-    assert schedule.next_after(fires[0]) == fires[1]
-    with_seconds = parse_schedule("CRON_TZ=Europe/Paris 0 30 2 * * *", allow_seconds=True)
+    with_seconds = parse_schedule("0 30 2 * * *", allow_seconds=True)
     assert with_seconds.next_times(2, at("2024-10-26T12:00", PARIS)) == fires
-    # 25 real hours between the two runs, and doctor's gap says so.
     assert schedule.longest_gap(at("2024-10-20T00:00")) == timedelta(hours=25)
-
-
-def test_fall_back_runs_a_wildcard_job_in_both_passes() -> None:
-    # cronie's other half of the rule: a job with * in its minute or hour follows the clock.
-    every_20 = parse_schedule("CRON_TZ=Europe/Paris */20 2 * * *")
-    fires = every_20.next_times(6, at("2024-10-27T01:59", PARIS))
-    assert [f.isoformat() for f in fires] == [
-        "2024-10-27T02:00:00+02:00", "2024-10-27T02:20:00+02:00", "2024-10-27T02:40:00+02:00",
-        "2024-10-27T02:00:00+01:00", "2024-10-27T02:20:00+01:00", "2024-10-27T02:40:00+01:00",
-    ]
-    hourly = parse_schedule("CRON_TZ=Europe/Paris @hourly")
-    fires = hourly.next_times(3, at("2024-10-27T01:30", PARIS))
-    assert [f.isoformat() for f in fires] == [
-        "2024-10-27T02:00:00+02:00", "2024-10-27T02:00:00+01:00", "2024-10-27T03:00:00+01:00",
-    ]
 
 
 def test_longest_gap_counts_dst_as_elapsed_time() -> None:
@@ -267,8 +236,8 @@ def test_longest_gap_counts_dst_as_elapsed_time() -> None:
 def test_next_from_a_given_time_shows_the_weekday() -> None:
     from tests.helpers import jobwrap
 
-    result = jobwrap("next", "CRON_TZ=Europe/Paris 30 2 * * *", "--from", "2024-03-30T12:00",
-                     "-n", "2")
+    result = jobwrap("next", "30 2 * * *", "--from", "2024-03-30T12:00", "-n", "2",
+                     env={"TZ": "Europe/Paris"})
     assert result.returncode == 0, result.stderr
     assert result.stdout.decode().splitlines() == [
         "2024-03-31 03:00:00+02:00 Sun", "2024-04-01 02:30:00+02:00 Mon",

@@ -37,7 +37,8 @@ from pathlib import Path
 from types import MappingProxyType
 
 from jobwrap.errors import ConfigError, UsageError
-from jobwrap.schedule import Schedule, load_zone, parse_schedule
+from jobwrap.schedule import Schedule, parse_schedule
+from jobwrap.zones import load_zone
 
 STDIN = "-"  # the path that means "read the crontab from stdin", as crontab(1) takes it
 _ASSIGNMENT = re.compile(r"([^\s=]+)\s*=\s*(.*)", re.DOTALL)

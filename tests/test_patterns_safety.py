@@ -155,11 +155,12 @@ def test_metas_work_when_jobwrap_starts_with_stdout_closed(tmp_path):
     summary = tmp_path / "s.json"
     out = subprocess.run(
         [*JOBWRAP, "run", "--summary-json", str(summary), "--meta", "x=(o)k", "--",
-         "sh", "-c", "echo ok; echo err >&2"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-        timeout=30, preexec_fn=lambda: os.close(1),
+         "sh", "-c", "echo ok >&2; echo err >&2"], stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE, timeout=30, preexec_fn=lambda: os.close(1),
     )
+    # The command's stdout is closed too (as it was for jobwrap): its output goes to stderr.
     assert out.returncode == 0
-    assert out.stderr == b"err\n"
+    assert out.stderr == b"ok\nerr\n"
     assert _metas(summary)["x"] == "o"
 
 

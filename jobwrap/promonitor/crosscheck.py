@@ -33,16 +33,10 @@ from jobwrap.errors import (
     RateLimitedError,
     StateError,
 )
-from jobwrap.promonitor.cache import (
-    CHECKS,
-    MONITOR,
-    BlockReason,
-    Cached,
-    Outcome,
-    PmCache,
-    Reservation,
-)
+from jobwrap.promonitor.budget import BlockReason
+from jobwrap.promonitor.cache import CHECKS, MONITOR, Cached, PmCache
 from jobwrap.promonitor.client import PmCheck, PmMonitor, ProMonitorClient
+from jobwrap.promonitor.flight import Outcome, Reservation
 
 T = TypeVar("T")
 

@@ -202,9 +202,10 @@ def promonitor_monitors(settings: Settings):
         return None, settings.problem(PROMONITOR)
     if not token:
         return None, None
+    from jobwrap.promonitor.answer import Unavailable
     from jobwrap.promonitor.cache import open_pmcache
     from jobwrap.promonitor.client import ProMonitorClient
-    from jobwrap.promonitor.crosscheck import CrossCheck, Unavailable
+    from jobwrap.promonitor.crosscheck import CrossCheck
 
     try:
         cache = open_pmcache(settings.state_dir, token,

@@ -13,18 +13,11 @@ from pathlib import Path
 
 import pytest
 
+from jobwrap.promonitor.answer import DependencyState, Reason, Unavailable
 from jobwrap.promonitor.cache import CHECKS, MONITOR, PmCache, open_pmcache
 from jobwrap.promonitor.client import PmCheck, ProMonitorClient
-from jobwrap.promonitor.crosscheck import (
-    CrossCheck,
-    DependencyState,
-    Diagnosis,
-    Reason,
-    Unavailable,
-    clock_time,
-    down_periods,
-    overlapping_period,
-)
+from jobwrap.promonitor.crosscheck import CrossCheck
+from jobwrap.promonitor.downtime import Diagnosis, clock_time, down_periods, overlapping_period
 from tests.fakes import FakeClock, Reply
 from tests.fakes.promonitor_server import (
     KEY,
@@ -228,7 +221,8 @@ def test_forty_processes_at_once_stay_within_the_budget(state_dir, tmp_path):
 _ASKER = """
 import json, os, sys, time
 from pathlib import Path
-from jobwrap.promonitor.crosscheck import CrossCheck, Unavailable
+from jobwrap.promonitor.answer import Unavailable
+from jobwrap.promonitor.crosscheck import CrossCheck
 from jobwrap.promonitor.cache import open_pmcache
 from jobwrap.promonitor.client import ProMonitorClient
 url, key, state, monitor_id, go = sys.argv[1:]

@@ -13,21 +13,17 @@ from datetime import UTC, datetime
 import pytest
 
 from jobwrap.errors import StateError
+from jobwrap.promonitor.budget import WINDOW_S, BlockReason, budget_path, token_hash
 from jobwrap.promonitor.cache import (
     CHECKS,
     DB_NAME,
-    FAILURE_HOLD_S,
     MONITOR,
     SCHEMA_VERSION,
-    WINDOW_S,
-    BlockReason,
-    Outcome,
     PmCache,
-    budget_path,
     open_pmcache,
-    token_hash,
 )
 from jobwrap.promonitor.client import PmCheck, PmMonitor
+from jobwrap.promonitor.flight import FAILURE_HOLD_S, Outcome
 from tests.fakes import FakeClock
 from tests.fakes.promonitor_server import KEY
 

@@ -163,14 +163,19 @@ def test_an_object_where_the_list_belongs_is_malformed(server, client):
 
 
 def test_monitor_round_trips_through_plain_json(client):
-    for monitor in client.list_monitors():
+    monitors = client.list_monitors()
+    assert len(monitors) == len(default_monitors()) == 2  # the loop below is not empty
+    for monitor in monitors:
         stored = json.loads(json.dumps(monitor.to_json()))
         assert PmMonitor.from_json(stored) == monitor
         assert set(stored) == set(default_monitors()[0])
 
 
 def test_check_round_trips_through_plain_json(client):
-    for check in client.get_checks(MONITOR_API) + client.get_checks(MONITOR_DB):
+    checks = client.get_checks(MONITOR_API) + client.get_checks(MONITOR_DB)
+    expected = default_checks()
+    assert len(checks) == len(expected[MONITOR_API]) + len(expected[MONITOR_DB]) == 3
+    for check in checks:
         stored = json.loads(json.dumps(check.to_json()))
         assert PmCheck.from_json(stored) == check
         assert set(stored) == set(default_checks()[MONITOR_API][0])

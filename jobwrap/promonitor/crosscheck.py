@@ -10,7 +10,12 @@ Contracts:
   :class:`Unavailable` with a one-line reason, and the job goes on (unless strict).
 * Questions answer within about ``max_wait_s`` (:mod:`jobwrap.promonitor.gate` asks in a thread of
   its own while the job runs).
-* API and cache failures become :class:`Unavailable`; nothing here calls ``sys.exit``.
+* API and cache failures become :class:`~jobwrap.promonitor.answer.Unavailable`; nothing here
+  calls ``sys.exit``.
+
+What the answers mean lives apart: :mod:`jobwrap.promonitor.answer` (states and reasons),
+:mod:`jobwrap.promonitor.decision` (``--require-up``) and :mod:`jobwrap.promonitor.downtime`
+(down periods and the diagnosis of a failed run).
 """
 
 from __future__ import annotations
@@ -18,31 +23,17 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
-from datetime import UTC, datetime, tzinfo
-from enum import StrEnum
+from datetime import datetime, tzinfo
 from typing import TypeVar
 
-from jobwrap.errors import (
-    ApiError,
-    AuthError,
-    ConfigError,
-    JobwrapError,
-    MalformedResponseError,
-    NotFoundError,
-    RateLimitedError,
-    StateError,
-)
-from jobwrap.promonitor.cache import (
-    CHECKS,
-    MONITOR,
-    BlockReason,
-    Cached,
-    Outcome,
-    PmCache,
-    Reservation,
-)
+from jobwrap.errors import ApiError, ConfigError, RateLimitedError, StateError
+from jobwrap.promonitor.answer import DependencyState, Reason, Unavailable, unavailable_from
+from jobwrap.promonitor.budget import BlockReason
+from jobwrap.promonitor.cache import CHECKS, MONITOR, Cached, PmCache
 from jobwrap.promonitor.client import PmCheck, PmMonitor, ProMonitorClient
+from jobwrap.promonitor.decision import GateDecision, decide, down_message
+from jobwrap.promonitor.downtime import Diagnosis, clock_time, explain, overlapping_period, shown
+from jobwrap.promonitor.flight import Outcome, Reservation
 
 T = TypeVar("T")
 
@@ -51,99 +42,6 @@ FLIGHT_WAIT_S = 2.0  # how long to wait for another process's fetch of the same 
 REQUEST_TIMEOUT_S = 5.0  # connect and read timeouts of the one request
 STALE_LIMIT_S = 600.0  # an expired monitor entry may stand in for one this old, if we can't ask
 POLL_S = 0.05  # how often a waiting process looks for another's result
-
-
-class Reason(StrEnum):
-    """Why ProMonitor could not be asked: callers warn differently for configuration ones."""
-
-    BUDGET = "budget"  # this host's requests_per_minute is spent
-    RATE_LIMITED = "rate_limited"  # a 429, or X-RateLimit-Remaining reached 0
-    UNREACHABLE = "unreachable"  # outage, timeout, 5xx
-    MALFORMED = "malformed"  # an answer that is not the documented JSON
-    AUTH = "auth"  # 401/403: the key is wrong (configuration)
-    NOT_FOUND = "not_found"  # 404: the monitor id is wrong or not this account's (config)
-    CONFIG = "config"  # e.g. a bad base URL (configuration)
-    BUSY = "busy"  # another process was asking and did not get an answer in time
-    TIMEOUT = "timeout"  # a background question did not finish in time
-    STATE = "state"  # the shared cache cannot be used, so the budget cannot be kept
-
-
-_CONFIG_REASONS = frozenset({Reason.AUTH, Reason.NOT_FOUND, Reason.CONFIG})
-
-
-@dataclass(frozen=True)
-class Unavailable:
-    """ProMonitor could not be asked; ``message`` is one line for people."""
-
-    reason: Reason
-    message: str
-
-    @property
-    def is_config_problem(self) -> bool:
-        """True for a wrong key, monitor id or URL: a user must fix something."""
-        return self.reason in _CONFIG_REASONS
-
-
-@dataclass(frozen=True)
-class DependencyState:
-    """What ProMonitor says about the dependency.
-
-    ``status`` is ``paused`` for a paused monitor (its own status then says nothing current),
-    else ProMonitor's value as it comes (``up``, ``down``, ``pending`` or an unknown one).
-    ``response_ms``/``checked_at`` come from the latest check when fresh checks are cached.
-    ``source`` is ``live`` (asked now) or ``cache``; ``fetched_at`` is epoch seconds.
-    """
-
-    monitor_id: str
-    name: str
-    url: str
-    kind: str
-    status: str
-    response_ms: int | None
-    checked_at: datetime | None
-    source: str
-    fetched_at: float
-
-    def metas(self) -> list[tuple[str, str]]:
-        """``promonitor_status``, and ``promonitor_response_ms`` when known."""
-        found = [("promonitor_status", self.status)]
-        if self.response_ms is not None:
-            found.append(("promonitor_response_ms", str(self.response_ms)))
-        return found
-
-
-@dataclass(frozen=True)
-class GateDecision:
-    """Whether to start the command, and what to tell the user (empty: nothing to say)."""
-
-    run: bool
-    message: str
-
-
-@dataclass(frozen=True)
-class Diagnosis:
-    """One line for stderr.  ``down_since`` is set when a down period explains the failure;
-    it is None when the line only says why there is no diagnosis (e.g. budget spent).
-    """
-
-    line: str
-    down_since: datetime | None = None
-
-    def metas(self) -> list[tuple[str, str]]:
-        """``promonitor_down_since`` (ISO 8601, UTC) when it applies."""
-        if self.down_since is None:
-            return []
-        return [("promonitor_down_since", iso_utc(self.down_since))]
-
-
-@dataclass(frozen=True)
-class DownPeriod:
-    """Consecutive failing checks: from the first one to the first passing check after them
-    (``end`` None: still failing at the latest check); ``error`` is the latest error seen."""
-
-    start: datetime
-    end: datetime | None
-    error: str | None
 
 
 class CrossCheck:
@@ -205,22 +103,16 @@ class CrossCheck:
         strict: bool,
         max_wait_s: float = DEFAULT_WAIT_S,
     ) -> GateDecision:
-        """Whether ``--require-up`` lets the command start.
+        """Whether ``--require-up`` lets the command start (see ``decision.decide``).
 
-        * up: run, nothing to say.
-        * down: never run; the message names the monitor and URL and, when the checks can be
-          had (cache, or one more request within the budget), since when and the last error.
-        * paused, pending or an unknown status say nothing current: run unless ``strict``.
-        * Unavailable: run and say so, unless ``strict``.
+        For a down dependency, the message says since when and the last error when the checks
+        can be had (cache, or one more request within the budget).
         """
-        if isinstance(answer, Unavailable):
-            return _unknown_gate(f"cannot ask ProMonitor: {answer.message}", strict)
-        if answer.status == "up":
-            return GateDecision(True, "")
-        if answer.status == "down":
-            return GateDecision(False, self._down_message(answer, max_wait_s))
-        what = f"{_dependency(answer)} is {_shown(answer.status)} in ProMonitor"
-        return _unknown_gate(f"{what}, which says nothing about whether it is up now", strict)
+
+        def down(state: DependencyState) -> str:
+            return down_message(state, self._checks(state.monitor_id, max_wait_s), self._when)
+
+        return decide(answer, strict, down)
 
     def diagnose(
         self,
@@ -237,23 +129,14 @@ class CrossCheck:
         show it up throughout; a Diagnosis without ``down_since`` when the checks could not be
         had (its line says why).
         """
-        try:
-            got = self._obtain(CHECKS, monitor_id, self._timer() + max_wait_s)
-        except StateError as exc:
-            got = Unavailable(Reason.STATE, str(exc))
-        if isinstance(got, Unavailable):
-            return Diagnosis(f"no ProMonitor diagnosis: {got.message}")
-        checks: tuple[PmCheck, ...] = got[0].value
+        checks = self._checks(monitor_id, max_wait_s)
+        if isinstance(checks, Unavailable):
+            return Diagnosis(f"no ProMonitor diagnosis: {checks.message}")
         run_start = failed_at if started_at is None else started_at
         period = overlapping_period(checks, run_start, failed_at)
         if period is None:
             return None
-        name = self._known_name(monitor_id)
-        end = period.end
-        until = f" to {self._when(end)}" if end is not None and end.timestamp() <= failed_at else ""
-        error = f" ({_shown(period.error)})" if period.error else ""
-        line = f"dependency '{name}' was down from {self._when(period.start)}{until}{error}"
-        return Diagnosis(line, period.start)
+        return explain(period, self._known_name(monitor_id), failed_at, self._when)
 
     # Getting data: cache, single flight, budget, one request ----------------------------------
 
@@ -275,9 +158,9 @@ class CrossCheck:
             monitors = client.list_monitors(timeout=self.request_timeout_s)
         except RateLimitedError as exc:
             self.cache.note_retry_after(exc.retry_after, now=self.clock())
-            return self._unavailable(exc)
+            return unavailable_from(exc)
         except (ApiError, ConfigError) as exc:
-            return self._unavailable(exc)
+            return unavailable_from(exc)
         finally:
             limit = client.last_rate_limit
             client.close()
@@ -286,6 +169,14 @@ class CrossCheck:
         for monitor in monitors:
             self.cache.put_monitor(monitor.id, monitor, now=self.clock())
         return monitors
+
+    def _checks(self, monitor_id: str, max_wait_s: float) -> tuple[PmCheck, ...] | Unavailable:
+        """The monitor's recent checks (a cache failure is Unavailable too)."""
+        try:
+            got = self._obtain(CHECKS, monitor_id, self._timer() + max_wait_s)
+        except StateError as exc:
+            return Unavailable(Reason.STATE, str(exc))
+        return got if isinstance(got, Unavailable) else got[0].value
 
     def _obtain(
         self, kind: str, monitor_id: str, deadline: float
@@ -328,7 +219,7 @@ class CrossCheck:
         try:
             value = self._send(kind, monitor_id, timeout)
         except (ApiError, ConfigError) as exc:
-            failed = self._unavailable(exc)
+            failed = unavailable_from(exc)
             failure = (failed.reason.value, failed.message)
             self.cache.release(kind, monitor_id, failure=failure, now=self.clock())
             return failed
@@ -359,21 +250,6 @@ class CrossCheck:
             # "is not before": a call that got no answer leaves the previous headers in place.
             if after is not None and after is not before and after.remaining == 0:
                 self.cache.note_exhausted(now=self.clock())
-
-    def _unavailable(self, exc: JobwrapError) -> Unavailable:
-        if isinstance(exc, RateLimitedError):
-            wait = "" if exc.retry_after is None else f" for {math.ceil(exc.retry_after)} s"
-            return Unavailable(Reason.RATE_LIMITED, f"ProMonitor rate-limited us{wait}")
-        kinds: tuple[tuple[type[JobwrapError], Reason], ...] = (
-            (AuthError, Reason.AUTH),
-            (NotFoundError, Reason.NOT_FOUND),
-            (MalformedResponseError, Reason.MALFORMED),
-            (ConfigError, Reason.CONFIG),
-        )
-        for kind, reason in kinds:
-            if isinstance(exc, kind):
-                return Unavailable(reason, str(exc))
-        return Unavailable(Reason.UNREACHABLE, str(exc))
 
     def _refusal(self, reservation: Reservation) -> Unavailable:
         """The Unavailable for a reservation that is neither granted, fresh nor busy."""
@@ -432,97 +308,9 @@ class CrossCheck:
             return None
         return max(cached.value, key=lambda check: check.checked_at)
 
-    def _down_message(self, state: DependencyState, max_wait_s: float) -> str:
-        """"dependency 'X' (url) is down since 10:55 (error)", with what can be known."""
-        text = f"{_dependency(state)} is down"
-        try:
-            got = self._obtain(CHECKS, state.monitor_id, self._timer() + max_wait_s)
-        except StateError as exc:  # the details are a nicety: say what we know without them
-            got = Unavailable(Reason.STATE, str(exc))
-        if not isinstance(got, Unavailable):
-            period = ongoing_period(got[0].value)
-            if period is not None:
-                text += f" since {self._when(period.start)}"
-                if period.error:
-                    text += f" ({_shown(period.error)})"
-        if state.source == "cache":
-            text += f" (ProMonitor as of {self._when(_from_epoch(state.fetched_at))})"
-        return text
-
     def _known_name(self, monitor_id: str) -> str:
         cached = self.cache.monitor(monitor_id)
-        return _shown(cached.value.name) if cached else monitor_id
+        return shown(cached.value.name) if cached else monitor_id
 
     def _when(self, moment: datetime) -> str:
         return clock_time(moment, self.clock(), self.tz)
-
-
-# Pure helpers --------------------------------------------------------------------------------
-
-
-def down_periods(checks: tuple[PmCheck, ...] | list[PmCheck]) -> list[DownPeriod]:
-    """The down periods the checks show, oldest first (checks may come in any order)."""
-    periods: list[DownPeriod] = []
-    start: datetime | None = None
-    error: str | None = None
-    for check in sorted(checks, key=lambda c: c.checked_at):
-        if not check.is_up:
-            if start is None:
-                start, error = check.checked_at, None
-            error = check.error_message or error
-        elif start is not None:
-            periods.append(DownPeriod(start, check.checked_at, error))
-            start = None
-    if start is not None:
-        periods.append(DownPeriod(start, None, error))
-    return periods
-
-
-def ongoing_period(checks: tuple[PmCheck, ...] | list[PmCheck]) -> DownPeriod | None:
-    """The down period still going on at the latest check, if any."""
-    periods = down_periods(checks)
-    return periods[-1] if periods and periods[-1].end is None else None
-
-
-def overlapping_period(
-    checks: tuple[PmCheck, ...] | list[PmCheck], started_at: float, failed_at: float
-) -> DownPeriod | None:
-    """The latest down period that overlaps ``started_at``..``failed_at`` (epoch seconds)."""
-    for period in reversed(down_periods(checks)):
-        began = period.start.timestamp() <= failed_at
-        ended_before = period.end is not None and period.end.timestamp() <= started_at
-        if began and not ended_before:
-            return period
-    return None
-
-
-def clock_time(moment: datetime, now: float, tz: tzinfo | None = None) -> str:
-    """``HH:MM`` in ``tz`` (None: local), with the date when it is not ``now``'s day."""
-    local = moment.astimezone(tz)
-    today = datetime.fromtimestamp(now, tz).date()
-    return local.strftime("%H:%M" if local.date() == today else "%Y-%m-%d %H:%M")
-
-
-def iso_utc(moment: datetime) -> str:
-    """ISO 8601 in UTC with a Z, as ProMonitor writes its timestamps."""
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def _from_epoch(seconds: float) -> datetime:
-    return datetime.fromtimestamp(seconds, UTC)
-
-
-def _unknown_gate(what: str, strict: bool) -> GateDecision:
-    if strict:
-        return GateDecision(False, f"{what}; not running (--require-up=strict)")
-    return GateDecision(True, f"{what}; running anyway")
-
-
-def _dependency(state: DependencyState) -> str:
-    return f"dependency '{_shown(state.name)}' ({_shown(state.url)})"
-
-
-def _shown(text: str) -> str:
-    """Text from ProMonitor made safe for one terminal line: no control characters."""
-    printable = "".join(char if char.isprintable() else " " for char in text)
-    return " ".join(printable.split())[:200]

@@ -93,7 +93,7 @@ class DependencyCheck:
         ``strict`` fails closed: whatever keeps the check from being made (no key, a cache
         that cannot be used, an answer that cannot be read, a bug) refuses the run.
         """
-        from jobwrap.promonitor.crosscheck import GateDecision
+        from jobwrap.promonitor.decision import GateDecision
 
         strict = self.settings.require_up == "strict"
         try:
@@ -138,7 +138,7 @@ class DependencyCheck:
     def metas_after(self, failed: bool, started_at: datetime,
                     ended_at: datetime) -> list[tuple[str, str]]:
         """The metas the run gains, and the diagnosis line when it failed."""
-        from jobwrap.promonitor.crosscheck import DependencyState
+        from jobwrap.promonitor.answer import DependencyState
 
         if self.thread is not None:
             self.thread.join(FINISH_WAIT_S)

@@ -28,6 +28,11 @@ from pathlib import Path
 from jobwrap.errors import StateError
 from jobwrap.store.files import open_private
 
+# What callers outside store/ need of sqlite3, so that store/ stays its one owner: the type of
+# a connection and the family of every error SQLite raises.
+Connection = sqlite3.Connection
+Error = sqlite3.Error
+
 
 def connect(path: Path, busy_timeout_ms: int) -> sqlite3.Connection:
     """A read-write connection (read-only if the file may only be read); creates it 0600."""
@@ -82,6 +87,21 @@ def immediate(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
             conn.execute("ROLLBACK")
         raise
     conn.execute("COMMIT")
+
+
+@contextmanager
+def snapshot(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+    """A read transaction: every SELECT in it sees the same snapshot (WAL: no lock wait).
+
+    In autocommit mode each statement would see its own, so two related reads could see a
+    writer's change half done.  Ended (COMMIT, which a read-only transaction makes cheap)
+    whatever happens inside.
+    """
+    conn.execute("BEGIN")
+    try:
+        yield conn
+    finally:
+        conn.execute("COMMIT")
 
 
 def prepare(conn: sqlite3.Connection, path: Path, steps: Sequence[str], wait_s: float) -> None:

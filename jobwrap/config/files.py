@@ -124,3 +124,13 @@ def warn_if_readable(path: Path, warnings: list[str]) -> None:
         warnings.append(
             f"{path} holds a token and is readable by group or others: chmod 600 {path}"
         )
+
+
+def default_state_dir(env: Mapping[str, str] = os.environ) -> Path:
+    """Where the state lives when nothing says otherwise (``JOBWRAP_STATE_DIR`` and the config
+    files are config's business): ``$XDG_STATE_HOME/jobwrap``, else the user's or root's."""
+    if env.get("XDG_STATE_HOME"):
+        return Path(env["XDG_STATE_HOME"]) / "jobwrap"
+    if os.geteuid() == 0:
+        return Path("/var/lib/jobwrap")
+    return Path.home() / ".local" / "state" / "jobwrap"

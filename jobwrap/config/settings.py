@@ -29,7 +29,14 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Literal
 
-from jobwrap.config.files import ConfigFile, read_secret, read_toml, system_file, user_file
+from jobwrap.config.files import (
+    ConfigFile,
+    default_state_dir,
+    read_secret,
+    read_toml,
+    system_file,
+    user_file,
+)
 from jobwrap.config.files import warn_if_readable as _warn_if_readable
 from jobwrap.config.values import (
     OutputMode,
@@ -303,8 +310,6 @@ def resolve(
 
 
 def _default_state_dir(env: Mapping[str, str]) -> Path:
-    from jobwrap.store.history import default_state_dir
-
     try:
         return default_state_dir(env)
     except RuntimeError:  # no home directory to put it in

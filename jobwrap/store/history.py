@@ -20,12 +20,11 @@ A malformed row (a hand edit, a disk error) is skipped, never fatal: readers nam
 
 from __future__ import annotations
 
-import errno
 import json
 import os
 import sqlite3
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -50,16 +49,6 @@ BUSY_TIMEOUT_MS = 30_000
 KEEP_OUTPUT_RUNS = 20  # per job: older runs keep their record but drop their captured output
 KEEP_DAYS = 90  # delivered or unreported runs older than this are pruned
 
-
-
-def default_state_dir(env: Mapping[str, str] = os.environ) -> Path:
-    """Where the state lives when nothing says otherwise (``JOBWRAP_STATE_DIR`` and the config
-    files are config's business): ``$XDG_STATE_HOME/jobwrap``, else the user's or root's."""
-    if env.get("XDG_STATE_HOME"):
-        return Path(env["XDG_STATE_HOME"]) / "jobwrap"
-    if os.geteuid() == 0:
-        return Path("/var/lib/jobwrap")
-    return Path.home() / ".local" / "state" / "jobwrap"
 
 
 class History:
@@ -391,29 +380,15 @@ def open_history(state_dir: Path, *, busy_timeout_ms: int = BUSY_TIMEOUT_MS,
 
 def _open_read_only(path: Path, cause: BaseException, busy_timeout_ms: int) -> History:
     """The history read-only, or StateError naming why it could not be opened at all."""
-    if not _unwritable(cause) or not path.is_file():
-        raise StateError(f"cannot open the history in {path.parent}: {_reason(cause)}")
+    if not sqlitedb.unwritable(cause) or not path.is_file():
+        raise StateError(f"cannot open the history in {path.parent}: {sqlitedb.reason(cause)}")
     try:
         conn = sqlitedb.connect_read_only(path, busy_timeout_ms)
     except sqlite3.Error:
-        raise StateError(f"cannot use the history {path}: {_reason(cause)}") from None
+        raise StateError(f"cannot use the history {path}: {sqlitedb.reason(cause)}") from None
     conn.row_factory = sqlite3.Row
     found = conn.execute("PRAGMA user_version").fetchone()[0]
     if found > SCHEMA_VERSION:
         conn.close()
         raise StateError(f"{path} was written by a newer jobwrap (schema {found})")
     return History(conn, path, read_only=True)
-
-
-def _unwritable(exc: BaseException) -> bool:
-    """Does this failure mean the file may be read but not written (read-only, full)?"""
-    if isinstance(exc, OSError):
-        return exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC)
-    text = str(exc).lower()
-    return any(s in text for s in ("readonly", "unable to open", "disk is full", "disk i/o"))
-
-
-def _reason(exc: BaseException) -> str:
-    if isinstance(exc, OSError) and exc.strerror:
-        return exc.strerror.lower()
-    return str(exc)

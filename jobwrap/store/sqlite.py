@@ -177,3 +177,17 @@ def _statements(script: str) -> Iterator[str]:
             pending = ""
     if pending.strip(" \n;"):
         yield pending
+
+
+def unwritable(exc: BaseException) -> bool:
+    """Does this failure mean the file may be read but not written (read-only, full)?"""
+    if isinstance(exc, OSError):
+        return exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC)
+    text = str(exc).lower()
+    return any(s in text for s in ("readonly", "unable to open", "disk is full", "disk i/o"))
+
+
+def reason(exc: BaseException) -> str:
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror.lower()
+    return str(exc)

@@ -160,32 +160,58 @@ def _resolve(flags: dict) -> Settings:
     return settings
 
 
+class Since(click.ParamType):
+    """``--since``: a duration back from now (``2h``, ``1d``) or a date/time (local zone)."""
+
+    name = "DURATION|DATE"
+
+    def convert(self, value, param, ctx):
+        from jobwrap.config.values import parse_since
+
+        try:
+            return parse_since(value)
+        except JobwrapError as exc:
+            self.fail(str(exc), param, ctx)
+
+
 @cli.command()
 @click.option("-m", "--monitor", metavar="SLUG", help="Only this monitor's runs.")
 @click.option("-n", "--limit", type=click.IntRange(min=1, max=10**9, clamp=True), default=20,
-              show_default=True)
+              show_default=True, help="Show at most this many runs.")
+@click.option("--failed", is_flag=True,
+              help="Only runs that failed (exit status, timeout, signal) or were abandoned.")
+@click.option("--since", type=Since(), metavar="DURATION|DATE",
+              help="Only runs started since then: 36h, 7d, 2024-06-01 or 2024-06-01T02:00.")
 @click.option("--json", "as_json", is_flag=True, help="A JSON array, for scripts.")
-def history(monitor, limit, as_json) -> int:
+def history(monitor, limit, failed, since, as_json) -> int:
     """Show recent runs, newest first."""
     from jobwrap import views
 
     with _history() as store:
-        records = store.recent(monitor=monitor, limit=limit)
+        records = store.recent(monitor=monitor, limit=limit, failed=failed, since=since)
     click.echo(views.history_json(records) if as_json else views.history_table(records), nl=False)
     return ExitStatus.OK
 
 
 @cli.command()
 @click.argument("run_id", required=False)
+@click.option("-m", "--monitor", metavar="SLUG", help="This monitor's last run.")
 @click.option("--json", "as_json", is_flag=True, help="The record as JSON, output included.")
-def show(run_id, as_json) -> int:
-    """Everything about one run (default: the last), with its output's head and tail."""
+def show(run_id, monitor, as_json) -> int:
+    """Everything about one run (default: the last), with its output's head and tail.
+
+    RUN_ID may be any unambiguous prefix of the id (the 8 characters `history` shows).
+    """
     from jobwrap import views
     from jobwrap.errors import StateError
 
+    if run_id and monitor:
+        raise click.UsageError("give a RUN_ID or --monitor SLUG, not both")
     with _history() as store:
-        record = store.get(run_id)
+        record = store.get(run_id, monitor=monitor)
     if record is None:
+        if monitor:
+            raise StateError(f"no run of monitor {monitor!r} in the history")
         raise StateError(f"no run {run_id!r} in the history" if run_id else "no runs recorded yet")
     click.echo(views.run_json(record) if as_json else views.run_details(record), nl=False)
     return ExitStatus.OK
@@ -232,14 +258,26 @@ def status(project, as_json) -> int:
 @click.option("--budget", type=Duration(), default="5m", help="Give up after this long (5m).")
 @click.option("--force", is_flag=True,
               help="Also send reports held back because their monitor's latest run failed.")
-def flush(monitor, budget, force) -> int:
+@click.option("--discard-refused", is_flag=True,
+              help="Send nothing; give up on the refused reports (of --monitor SLUG).")
+@click.option("--discard", "discard_id", metavar="RUN_ID",
+              help="Send nothing; give up on this run's pending or refused report.")
+def flush(monitor, budget, force, discard_refused, discard_id) -> int:
     """Deliver reports an outage held back (and retry refused ones), oldest first.
 
-    Exits 0 when nothing is left to deliver, 1 otherwise.
+    Exits 0 when nothing is left to deliver, 1 otherwise.  --discard-refused and
+    --discard RUN_ID (a prefix will do) drop reports instead; their runs stay in the history.
     """
     from jobwrap import views
-    from jobwrap.idlemon.flush import flush_backlog
+    from jobwrap.errors import UsageError
+    from jobwrap.idlemon.flush import discard, flush_backlog
 
+    if discard_refused or discard_id:
+        if discard_refused and discard_id:
+            raise UsageError("--discard-refused and --discard RUN_ID: choose one")
+        summary = discard(_resolve({}), run_id=discard_id, monitor=monitor)
+        click.echo(views.flush_text(summary), nl=False)
+        return ExitStatus.OK
     summary = flush_backlog(_resolve({}), monitor=monitor, budget_s=budget, force=force)
     click.echo(views.flush_text(summary), nl=False)
     return ExitStatus.FAILURE if summary.left else ExitStatus.OK

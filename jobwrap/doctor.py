@@ -72,6 +72,7 @@ def check_state_dir(resolved: Settings) -> Iterator[Finding]:
                 pass
             backlog = history.report_backlog()
             abandoned = history.abandoned()
+            latest = history.latest_by_monitor()
         finally:
             history.close()
     except JobwrapError as exc:
@@ -84,11 +85,22 @@ def check_state_dir(resolved: Settings) -> Iterator[Finding]:
                       f"{run.started_at}) was abandoned: jobwrap was killed or the machine went "
                       "down while it ran — check the job's own output or logs")
     for (monitor, status), count in sorted(backlog.items(), key=str):
-        if status == "pending":
-            yield Finding(False, f"{count} report(s) of {monitor!r} pending — run `jobwrap flush`")
+        last = latest.get(monitor)
+        failing = last is not None and last.report_status == "none" and (
+            last.exit_code != 0 or bool(last.skipped))
+        if status == "pending" and failing:
+            # `flush` would hold these back too: don't send the operator there in a circle.
+            yield Finding(False, f"{count} report(s) of {monitor!r} pending, held back because "
+                          "its latest run failed — its next successful run sends them, or "
+                          f"`jobwrap flush --force --monitor {monitor}` sends them now")
+        elif status == "pending":
+            yield Finding(False, f"{count} report(s) of {monitor!r} pending — run `jobwrap flush`"
+                          " (`jobwrap history -m` says why they wait)")
         else:
-            yield Finding(False, f"{count} report(s) of {monitor!r} refused by Idlemon — see "
-                          "`jobwrap history`, fix the cause, then `jobwrap flush`")
+            yield Finding(False, f"{count} report(s) of {monitor!r} refused by Idlemon — "
+                          f"`jobwrap history -m {monitor}` says why; fix the cause, then "
+                          "`jobwrap flush`, or give up on them: `jobwrap flush "
+                          f"--discard-refused --monitor {monitor}`")
 
 
 def check_idlemon(resolved: Settings, monitors: list[str],

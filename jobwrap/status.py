@@ -15,6 +15,7 @@ from datetime import datetime
 from jobwrap.config.monitors import monitor_settings, per_monitor
 from jobwrap.config.settings import IDLEMON, PROMONITOR, Settings
 from jobwrap.errors import ApiError, JobwrapError
+from jobwrap.idlemon.report import why_not_sent
 from jobwrap.store.history import History, RunRecord, open_history
 
 
@@ -49,6 +50,26 @@ class MonitorRow:
             self.median_s > 5 and last < self.median_s / 5
         )
 
+    @property
+    def idle_reason(self) -> str | None:
+        """Why Idlemon says idle, as far as the local history knows (None: not idle/unknown)."""
+        run = self.last_run
+        if not self.is_idle or run is None:
+            return None
+        if run.state == "running":
+            return "a run is in progress; it reports when it ends"
+        if run.state == "abandoned":
+            return "the last run was abandoned (jobwrap was killed while it ran)"
+        if run.report_status == "none" and run.report_error == "failed":
+            return "the last run failed, and report=success sends nothing on failure"
+        why = why_not_sent(run)
+        if why:
+            return f"the last run sent no report: {why}"
+        if run.report_status in ("pending", "refused"):
+            return (f"the last run's report is {run.report_status}"
+                    + (f": {run.report_error}" if run.report_error else ""))
+        return None
+
     def to_json(self) -> dict:
         return {
             "slug": self.slug,
@@ -68,6 +89,7 @@ class MonitorRow:
             "local_p95_s": self.p95_s,
             "unusual_duration": self.unusual_duration,
             "dependency": self.dependency,
+            "idle_reason": self.idle_reason,
         }
 
 

@@ -7,6 +7,7 @@ import json
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
+from jobwrap.idlemon.report import why_not_sent
 from jobwrap.store.history import RunRecord
 
 if TYPE_CHECKING:
@@ -72,9 +73,23 @@ def duration(record: RunRecord, now: datetime | None = None) -> str:
 
 
 def report_state(record: RunRecord) -> str:
+    """The REPORT column: sent, pending, refused, discarded, or ``not sent: WHY``."""
     if record.report_status == "none":
-        return "-"
+        return f"not sent: {record.report_error}" if record.report_error else "-"
     return record.report_status
+
+
+def _report_notes(records: list[RunRecord]) -> list[str]:
+    """Below the table: why each pending or refused report is stuck, and the way out."""
+    notes = []
+    for r in records:
+        if r.report_status == "refused":
+            notes.append(f"{r.run_id[:8]}: refused: {r.report_error or 'no reason kept'} — fix "
+                         f"it, then `jobwrap flush`; or drop it: `jobwrap flush --discard "
+                         f"{r.run_id[:8]}`")
+        elif r.report_status == "pending" and r.report_error:
+            notes.append(f"{r.run_id[:8]}: pending: {r.report_error}")
+    return notes
 
 
 def table(headers: list[str], rows: list[list[str]]) -> str:
@@ -107,7 +122,8 @@ def history_table(records: list[RunRecord], command_width: int = 48,
             ]
         )
     headers = ["STARTED", "MONITOR", "RESULT", "DURATION", "REPORT", "RUN", "COMMAND"]
-    return table(headers, rows)
+    notes = _report_notes(records)
+    return table(headers, rows) + ("\n" + "".join(f"{n}\n" for n in notes) if notes else "")
 
 
 def run_details(r: RunRecord) -> str:
@@ -133,7 +149,9 @@ def run_details(r: RunRecord) -> str:
             f"peak rss {(r.max_rss_kb or 0) / 1024:.1f} MiB"
         )
     report = r.report_status
-    if r.report_error:
+    if why_not_sent(r):
+        report = f"not sent: {why_not_sent(r)}"
+    elif r.report_error:
         report += f" ({r.report_error})"
     lines.append(f"report     {report}")
     lines.append("metas")
@@ -197,6 +215,7 @@ def status_text(report: StatusReport) -> str:
 
     text = f"project {report.project}\n" if report.project else ""
     text += status_table(report.rows)
+    text += "".join(f"{r.slug}: idle: {r.idle_reason}\n" for r in report.rows if r.idle_reason)
     if report.promonitor:
         rows = [[m.name, m.kind, pm_state(m), f"{m.interval_seconds}s", m.url, m.id]
                 for m in report.promonitor]
@@ -275,12 +294,19 @@ def _pending(r: MonitorRow) -> str:
 # -- flush and doctor -------------------------------------------------------------------------
 
 def flush_text(summary: FlushSummary) -> str:
+    if summary.discarded is not None:
+        lines = [f"discarded {len(summary.discarded)} report(s); their runs stay in the history"]
+        lines += [f"discarded {run_id[:8]}" for run_id in summary.discarded]
+        return "\n".join(lines) + "\n"
     d, held = summary.outcome.delivery, summary.outcome.held
     lines = [f"delivered {len(d.sent)}, refused {len(d.refused)}, still pending "
              f"{len(d.pending)}, held back {len(held)}"]
     lines += [f"skipped malformed run {run_id[:8]}: {problem}"
               for run_id, problem in summary.bad_rows]
     lines += [f"refused {run_id[:8]}: {reason}" for run_id, reason in d.refused]
+    if d.refused:
+        lines.append("fix the cause and flush again, or give up on them: `jobwrap flush "
+                     "--discard-refused [--monitor SLUG]` (or `--discard RUN_ID`)")
     if d.pending:
         lines.append(f"pending: {d.pending[-1][1]}")
     for rec in held:

@@ -8,6 +8,7 @@ the CLI, the files and the crontab directives accept the same words.
 from __future__ import annotations
 
 import re
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from pathlib import Path
 
@@ -92,6 +93,21 @@ def parse_duration(text: object, what: str = "duration") -> float:
     if not 0 < seconds < _MAX_DURATION_S:  # also rejects nan and inf
         raise UsageError(f"bad {what} {text!r}: it must be positive and under ten years")
     return seconds
+
+
+def parse_since(text: object, now: datetime | None = None) -> datetime:
+    """``--since``: a duration back from now (``36h``, ``7d``) or an ISO date or date-time
+    (without an offset: local time) → an aware datetime.  UsageError otherwise."""
+    raw = str(text).strip()
+    now = now or datetime.now(UTC)
+    if not re.fullmatch(r"\d{4}-.*", raw):
+        return now - timedelta(seconds=parse_duration(raw, "--since"))
+    try:
+        moment = datetime.fromisoformat(raw)
+    except ValueError:
+        raise UsageError(f"bad --since {text!r}: a duration back from now (36h, 7d) or a date "
+                         "(2024-06-01, 2024-06-01T02:00)") from None
+    return moment if moment.tzinfo else moment.astimezone()
 
 
 def parse_slug(text: object, what: str = "monitor slug") -> str:

@@ -1,0 +1,167 @@
+"""Operator answers at a glance: why nothing was sent, refused reports, the backlog's order,
+dry runs, finding runs, status's duration markers and running runs (the real CLI)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tests.fakes.idlemon_server import PROJECT_ID, TOKEN, IdlemonServer
+from tests.helpers import jobwrap
+
+CLOSED_PORT_URL = "http://127.0.0.1:9/api"
+
+
+@pytest.fixture
+def idlemon():
+    with IdlemonServer() as server:
+        yield server
+
+
+@pytest.fixture
+def env(idlemon, monkeypatch):
+    values = {
+        "JOBWRAP_IDLEMON_URL": idlemon.api_url,
+        "JOBWRAP_IDLEMON_TOKEN": TOKEN,
+        "JOBWRAP_IDLEMON_PROJECT": PROJECT_ID,
+    }
+    for name, value in values.items():
+        monkeypatch.setenv(name, value)
+    return values
+
+
+def history_json(*args: str) -> list[dict]:
+    return json.loads(jobwrap("history", "--json", "--limit", "200", *args).stdout)
+
+
+def out(*args: str, **kw) -> str:
+    return jobwrap(*args, **kw).stdout.decode()
+
+
+# -- 7. why was nothing sent? ------------------------------------------------------------------
+
+def test_a_failed_run_under_report_success_says_why_nothing_was_sent(idlemon, env):
+    idlemon.project["monitors"][1]["slug"] = "nightly"  # idle in the fake project
+    assert jobwrap("run", "-m", "nightly", "--", "false").returncode == 1
+    assert idlemon.received == []
+    table = out("history")
+    assert "not sent: failed" in table
+    details = out("show")
+    assert "report     not sent: the run failed, and report=success sends nothing on " \
+           "failure" in details
+    status = out("status")
+    assert ("nightly: idle: the last run failed, and report=success sends nothing on failure"
+            in status), status
+
+
+def test_report_never_and_no_monitor_say_so_too(idlemon, env):
+    jobwrap("run", "-m", "bar", "--report", "never", "--", "true")
+    jobwrap("run", "--", "true")
+    rows = out("history").splitlines()
+    assert "not sent: no monitor" in rows[1]
+    assert "not sent: report=never" in rows[2]
+
+
+# -- 8. refused reports: why, and clearing them --------------------------------------------------
+
+def test_history_shows_why_a_report_was_refused_and_flush_can_discard_it(idlemon, env):
+    jobwrap("run", "-m", "nope", "--", "true")
+    [run] = history_json()
+    table = out("history")
+    assert f"{run['run_id'][:8]}: refused: " in table
+    assert "no Idlemon monitor with slug 'nope'" in table
+    result = jobwrap("flush")
+    assert result.returncode == 1
+    flushed = result.stdout.decode()
+    assert "--discard-refused" in flushed  # the way out, not "run flush" again
+    doctor = out("doctor")
+    assert "refused" in doctor and "--discard-refused --monitor nope" in doctor
+    result = jobwrap("flush", "--discard-refused", "--monitor", "other")
+    assert "discarded 0" in result.stdout.decode()
+    result = jobwrap("flush", "--discard-refused", "--monitor", "nope")
+    assert result.returncode == 0, result.stdout
+    assert "discarded 1" in result.stdout.decode()
+    assert history_json()[0]["report_status"] == "discarded"
+    assert jobwrap("flush").returncode == 0
+    assert "refused" not in out("doctor")
+
+
+def test_flush_discard_one_run_by_id_prefix(idlemon, env):
+    jobwrap("run", "-m", "bar", "--report-timeout", "1s", "--", "true",
+            env={"JOBWRAP_IDLEMON_URL": CLOSED_PORT_URL})
+    jobwrap("run", "-m", "bar", "--report-timeout", "1s", "--", "true",
+            env={"JOBWRAP_IDLEMON_URL": CLOSED_PORT_URL})
+    first, second = history_json()
+    result = jobwrap("flush", "--discard", first["run_id"][:8])
+    assert result.returncode == 0 and "discarded 1" in result.stdout.decode()
+    statuses = {r["run_id"]: r["report_status"] for r in history_json()}
+    assert statuses == {first["run_id"]: "discarded", second["run_id"]: "pending"}
+    result = jobwrap("flush", "--discard", "zzzz")
+    assert result.returncode == 1 and b"no run 'zzzz'" in result.stderr
+
+
+def test_doctor_does_not_send_a_held_back_report_to_flush(idlemon, env):
+    jobwrap("run", "-m", "bar", "--report-timeout", "1s", "--", "true",
+            env={"JOBWRAP_IDLEMON_URL": CLOSED_PORT_URL})
+    jobwrap("run", "-m", "bar", "--", "false")
+    doctor = out("doctor")
+    line = next(line for line in doctor.splitlines() if "pending" in line)
+    assert "held back" in line and "--force" in line, doctor
+
+
+# -- 10. the backlog goes first ----------------------------------------------------------------
+
+def test_the_backlog_is_delivered_before_the_new_runs_report(idlemon, env):
+    for _ in range(3):
+        jobwrap("run", "-m", "bar", "--report-timeout", "1s", "--", "true",
+                env={"JOBWRAP_IDLEMON_URL": CLOSED_PORT_URL})
+    assert jobwrap("run", "-m", "bar", "--", "true").returncode == 0
+    newest = history_json()[0]["run_id"]
+    run_ids = [dict(log.metas)["run_id"] for log in idlemon.logs]
+    assert len(run_ids) == 4
+    assert run_ids[-1] == newest
+    assert run_ids == [r["run_id"] for r in reversed(history_json())]
+
+
+# -- 9. dry runs are recorded ---------------------------------------------------------------------
+
+def test_a_dry_run_is_recorded_like_any_other(idlemon, env):
+    result = jobwrap("run", "-m", "bar", "--dry-run", "--", "echo", "hi")
+    assert result.returncode == 0 and result.stdout == b"hi\n"
+    [run] = history_json()
+    assert run["monitor"] == "bar" and run["exit_code"] == 0 and run["state"] == "finished"
+    assert "not sent: dry run" in out("history")
+    assert idlemon.received == []
+
+
+def test_a_dry_run_that_would_send_nothing_says_why(idlemon, env):
+    result = jobwrap("run", "-m", "bar", "--dry-run", "--", "false")
+    assert result.returncode == 1
+    assert result.stderr.decode() == ("jobwrap: dry run: nothing would be sent: the run failed, "
+                                      "and report=success sends nothing on failure\n")
+    result = jobwrap("run", "--dry-run", "--", "true")
+    assert result.stderr.decode() == ("jobwrap: dry run: nothing would be sent: no monitor "
+                                      "(--monitor SLUG)\n")
+    assert len(history_json()) == 2
+
+
+# -- 6. finding runs -----------------------------------------------------------------------------
+
+def test_show_monitor_history_failed_and_since(tmp_path):
+    jobwrap("run", "-m", "a", "--", "sh", "-c", "echo from-a; exit 3")
+    jobwrap("run", "-m", "b", "--", "echo", "from-b")
+    jobwrap("run", "-m", "a", "--", "echo", "a-ok")
+    assert "a-ok" in out("show", "-m", "a")
+    assert "from-b" in out("show", "-m", "b")
+    result = jobwrap("show", "-m", "zz")
+    assert result.returncode == 1 and b"no run of monitor 'zz'" in result.stderr
+    failed = history_json("--failed")
+    assert [(r["monitor"], r["exit_code"]) for r in failed] == [("a", 3)]
+    assert len(history_json("--since", "1h")) == 3
+    assert history_json("--since", "2999-01-01") == []
+    assert len(history_json("--since", "2000-01-01T00:00")) == 3
+    result = jobwrap("history", "--since", "yesterday-ish")
+    assert result.returncode == 2 and b"--since" in result.stderr
+    run_id = history_json()[0]["run_id"]
+    assert "a-ok" in out("show", run_id[:6])

@@ -189,7 +189,9 @@ def history(monitor, limit, failed, since, as_json) -> int:
 
     with _history() as store:
         records = store.recent(monitor=monitor, limit=limit, failed=failed, since=since)
-    click.echo(views.history_json(records) if as_json else views.history_table(records), nl=False)
+    spark = _color() if monitor and sys.stdout.isatty() else None
+    click.echo(views.history_json(records) if as_json else
+               views.history_table(records, spark=spark), nl=False)
     return ExitStatus.OK
 
 
@@ -238,19 +240,62 @@ def config_cmd(monitor, as_json) -> int:
 @cli.command()
 @click.option("--project", metavar="ID", help="Idlemon project id [env JOBWRAP_IDLEMON_PROJECT].")
 @click.option("--json", "as_json", is_flag=True, help="As JSON, for scripts.")
-def status(project, as_json) -> int:
+@click.option("--watch", is_flag=True, help="Refresh the view in place until Ctrl-C.")
+@click.option("--every", type=Duration(), default="5s", show_default=True,
+              help="With --watch: how often to refresh.")
+@click.option("--watch-count", type=click.IntRange(min=1), hidden=True)  # tests: N refreshes
+def status(project, as_json, watch, every, watch_count) -> int:
     """The project's monitors at a glance: idle or not, last runs, pending reports.
 
     \b
     Example:
       jobwrap status --project 9934826a-adb5-11ea-a64d-0242ac130004
+      jobwrap status --watch     # refreshed every 5 s until Ctrl-C
     """
     from jobwrap import views
     from jobwrap.status import gather
 
-    report = gather(_resolve({"idlemon_project": project}))
-    click.echo(views.status_json(report) if as_json else views.status_text(report), nl=False)
+    settings = _resolve({"idlemon_project": project})
+    if watch:
+        if as_json:
+            raise click.UsageError("--watch shows the view for people: not with --json")
+        return _watch(lambda: views.status_text(gather(settings), color=_color()), every,
+                      watch_count)
+    report = gather(settings)
+    click.echo(views.status_json(report) if as_json else
+               views.status_text(report, color=_color()), nl=False)
     return ExitStatus.FAILURE if report.problems else ExitStatus.OK
+
+
+def _color() -> bool | None:
+    """Pictures for a terminal: True (colour), False (plain text: a pipe, a file, NO_COLOR)."""
+    import os
+
+    return sys.stdout.isatty() and not os.environ.get("NO_COLOR")
+
+
+def _watch(frame, every: float, count: int | None) -> int:
+    """Show ``frame()`` every ``every`` seconds, in place on a terminal, until Ctrl-C."""
+    import time
+    from datetime import datetime
+
+    in_place = sys.stdout.isatty()
+    shown = 0
+    try:
+        while True:
+            text = frame()
+            stamp = datetime.now().astimezone().strftime("%Y-%m-%d %H:%M:%S %Z")
+            header = f"every {every:g}s, Ctrl-C stops — {stamp}\n\n"
+            # Home and clear-below, then the frame: no flicker of an empty screen.
+            click.echo(("\x1b[H\x1b[J" if in_place else "") + header + text
+                       + ("" if in_place else "\n"), nl=False)
+            shown += 1
+            if count is not None and shown >= count:
+                return ExitStatus.OK
+            time.sleep(every)
+    except KeyboardInterrupt:
+        click.echo("")
+        return ExitStatus.OK
 
 
 @cli.command()

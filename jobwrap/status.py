@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import statistics
 from dataclasses import dataclass, replace
-from datetime import datetime
+from datetime import UTC, datetime
 
 from jobwrap.config.monitors import monitor_settings, per_monitor
 from jobwrap.config.settings import IDLEMON, PROMONITOR, Settings
@@ -38,17 +38,38 @@ class MonitorRow:
     p95_s: float | None = None
     dependency: str | None = None  # ProMonitor status of the linked dependency
 
+    recent: tuple[tuple[int, bool], ...] = ()  # (duration ms, succeeded), oldest first
+
     @property
     def unusual_duration(self) -> bool:
-        """The last run took far longer (or shorter) than this job usually does."""
+        """The last run took far longer (or shorter) than the job's *other* runs usually do."""
         if self.last_run is None or self.median_s is None or self.p95_s is None:
             return False
         if self.last_run.state != "finished":
-            return False  # running or abandoned: its duration is not known
+            return False  # running or abandoned: see `flag`
         last = self.last_run.duration_ms / 1000
-        return last > max(2 * self.p95_s, self.p95_s + 1) or (
-            self.median_s > 5 and last < self.median_s / 5
-        )
+        return last > _far_over(self.p95_s) or (self.median_s > 5 and last < self.median_s / 5)
+
+    def running_for_s(self, now: datetime | None = None) -> float | None:
+        """How long the last run has been running (None: it is not running)."""
+        run = self.last_run
+        if run is None or run.state != "running":
+            return None
+        try:
+            began = datetime.fromisoformat(run.started_at)
+        except ValueError:
+            return None
+        return max(0.0, ((now or datetime.now(UTC)) - began).total_seconds())
+
+    def flag(self, now: datetime | None = None) -> str | None:
+        """"hung" (running far over its usual p95), "abandoned" (its jobwrap is gone),
+        "unusual" (the finished last run's duration), or None."""
+        if self.last_run is not None and self.last_run.state == "abandoned":
+            return "abandoned"
+        elapsed = self.running_for_s(now)
+        if elapsed is not None:
+            return "hung" if self.p95_s is not None and elapsed > _far_over(self.p95_s) else None
+        return "unusual" if self.unusual_duration else None
 
     @property
     def idle_reason(self) -> str | None:
@@ -90,7 +111,15 @@ class MonitorRow:
             "unusual_duration": self.unusual_duration,
             "dependency": self.dependency,
             "idle_reason": self.idle_reason,
+            "running_for_s": self.running_for_s(),
+            "flag": self.flag(),
+            "recent": [{"duration_ms": d, "ok": ok} for d, ok in self.recent],
         }
+
+
+def _far_over(p95_s: float) -> float:
+    """Past this a duration is far over the usual p95: twice it, and a second at least."""
+    return max(2 * p95_s, p95_s + 1)
 
 
 def percentiles(durations_ms: list[int]) -> tuple[float | None, float | None]:
@@ -116,10 +145,18 @@ def build_rows(project, history: History | None, intervals: dict[str, int]) -> l
     return rows
 
 
+SPARK_RUNS = 20  # runs in status's picture of recent durations
+
+
 def _row(slug, history, latest, backlog, intervals, remote) -> MonitorRow:
-    median, p95 = percentiles(history.durations(slug)) if history else (None, None)
+    last = latest.get(slug)
+    runs = history.outcomes(slug) if history else []
+    # The usual durations are the *other* runs': the last run is compared with them.
+    others = [d for run_id, d, _ in runs if last is None or run_id != last.run_id]
+    median, p95 = percentiles(others)
     local = dict(
-        last_run=latest.get(slug),
+        last_run=last,
+        recent=tuple((d, ok) for _, d, ok in reversed(runs[:SPARK_RUNS])),
         pending=backlog.get((slug, "pending"), 0),
         refused=backlog.get((slug, "refused"), 0),
         median_s=median,

@@ -102,9 +102,16 @@ def table(headers: list[str], rows: list[list[str]]) -> str:
 
 
 def history_table(records: list[RunRecord], command_width: int = 48,
-                  now: datetime | None = None) -> str:
+                  now: datetime | None = None, spark: bool | None = None) -> str:
+    """``spark``: with one monitor's runs on a terminal, a line of their recent durations
+    above the table (True: in colour, False: plain); None: none."""
     if not records:
         return "no runs recorded yet\n"
+    head = ""
+    if spark is not None:
+        done = [(r.duration_ms, r.exit_code == 0 and not r.timed_out)
+                for r in reversed(records) if r.state == "finished" and not r.skipped]
+        head = f"recent durations, oldest first: {sparkline(done, spark)}\n\n"
     rows = []
     for r in records:
         command = r.command
@@ -123,7 +130,7 @@ def history_table(records: list[RunRecord], command_width: int = 48,
         )
     headers = ["STARTED", "MONITOR", "RESULT", "DURATION", "REPORT", "RUN", "COMMAND"]
     notes = _report_notes(records)
-    return table(headers, rows) + ("\n" + "".join(f"{n}\n" for n in notes) if notes else "")
+    return head + table(headers, rows) + ("\n" + "".join(f"{n}\n" for n in notes) if notes else "")
 
 
 def run_details(r: RunRecord) -> str:
@@ -210,11 +217,13 @@ def config_table(rows: list) -> str:
 
 # -- status -----------------------------------------------------------------------------------
 
-def status_text(report: StatusReport) -> str:
+def status_text(report: StatusReport, color: bool | None = None) -> str:
+    """``color``: True on a colour terminal, False on one without (NO_COLOR), None: no
+    terminal (the pictures are plain text then)."""
     from jobwrap.status import pm_state
 
     text = f"project {report.project}\n" if report.project else ""
-    text += status_table(report.rows)
+    text += status_table(report.rows, color=bool(color))
     text += "".join(f"{r.slug}: idle: {r.idle_reason}\n" for r in report.rows if r.idle_reason)
     if report.promonitor:
         rows = [[m.name, m.kind, pm_state(m), f"{m.interval_seconds}s", m.url, m.id]
@@ -248,7 +257,31 @@ def _num(value: float | None, unit: str = "") -> str:
     return f"{value:g}{unit}"
 
 
-def status_table(rows: list[MonitorRow], now: datetime | None = None) -> str:
+SPARK_BLOCKS = "▁▂▃▄▅▆▇█"
+SPARK_PLAIN = "._-=+*#"  # the same picture in ASCII: a pipe, a file, NO_COLOR
+FAILED_PLAIN = "x"
+RED, RESET = "\x1b[31m", "\x1b[0m"
+
+
+def sparkline(recent: tuple[tuple[int, bool], ...] | list[tuple[int, bool]],
+              color: bool = False) -> str:
+    """One character per run (oldest first), its height the run's duration against the
+    longest shown; a failure is red on a colour terminal, else an ``x``."""
+    if not recent:
+        return "-"
+    levels = SPARK_BLOCKS if color else SPARK_PLAIN
+    longest = max(d for d, _ in recent) or 1
+    chars = []
+    for d, ok in recent:
+        mark = levels[min(len(levels) - 1, round(d / longest * (len(levels) - 1)))]
+        if not ok:
+            mark = f"{RED}{mark}{RESET}" if color else FAILED_PLAIN
+        chars.append(mark)
+    return "".join(chars)
+
+
+def status_table(rows: list[MonitorRow], now: datetime | None = None,
+                 color: bool = False) -> str:
     if not rows:
         return "nothing to show yet: no monitors read and no local runs\n"
     headers = ["MONITOR", "STATE", "EVERY", "AVG", "AVG DUR", "LAST CONTACT", "LAST RUN",
@@ -270,17 +303,29 @@ def status_table(rows: list[MonitorRow], now: datetime | None = None) -> str:
             r.slug, state, _num(r.interval_min, "m"), _num(r.interval_avg_min, "m"),
             _num(r.duration_avg_s, "s"), relative(r.last_contact, now) if r.in_project else "-",
             local_time(r.last_run.started_at) if r.last_run else "-",
-            _last_result(r.last_run), _pending(r), med,
+            _last_result(r, now), _pending(r), med,
         ]
-        if len(headers) > len(line):
+        if "DEPENDENCY" in headers:
             line.append(r.dependency or "-")
+        line.append(sparkline(r.recent, color))  # last: its colour codes need no padding
         lines.append(line)
-    return table(headers, lines)
+    return table([*headers, "RECENT"], lines)
 
 
-def _last_result(run: RunRecord | None) -> str:
+def _last_result(r: MonitorRow, now: datetime | None = None) -> str:
+    """'ok 1.2s'; 'running for 3h12m (usually 40m)', flagged when far over its p95;
+    'abandoned (!)' when its jobwrap is gone."""
+    run = r.last_run
     if run is None:
         return "-"
+    flag = r.flag(now)
+    if run.state == "running":
+        text = f"running for {duration(run, now)}"
+        if r.median_s is not None:
+            text += f" (usually {human_duration(int(r.median_s * 1000))})"
+        return text + (" (!) hung?" if flag == "hung" else "")
+    if flag == "abandoned":
+        return "abandoned (!)"
     return f"{outcome(run)} {duration(run)}"
 
 

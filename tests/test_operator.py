@@ -4,11 +4,18 @@ dry runs, finding runs, status's duration markers and running runs (the real CLI
 from __future__ import annotations
 
 import json
+import os
+import pty
+import select
+import signal
+import subprocess
+import time
 
+import psutil
 import pytest
 
 from tests.fakes.idlemon_server import PROJECT_ID, TOKEN, IdlemonServer
-from tests.helpers import jobwrap
+from tests.helpers import JOBWRAP, jobwrap
 
 CLOSED_PORT_URL = "http://127.0.0.1:9/api"
 
@@ -165,3 +172,128 @@ def test_show_monitor_history_failed_and_since(tmp_path):
     assert result.returncode == 2 and b"--since" in result.stderr
     run_id = history_json()[0]["run_id"]
     assert "a-ok" in out("show", run_id[:6])
+
+
+# -- 11 and issue 12 §4: the duration marker, running and hung runs ----------------------------
+
+def status_line(slug: str) -> str:
+    text = out("status")
+    return next(line for line in text.splitlines() if line.startswith(slug + " "))
+
+
+def test_the_marker_compares_the_last_run_with_the_other_runs():
+    for _ in range(3):
+        jobwrap("run", "-m", "quick", "--", "true")
+    assert "(!)" not in status_line("quick")
+    jobwrap("run", "-m", "quick", "--", "sleep", "1.5")
+    assert "(!)" in status_line("quick")
+    data = json.loads(out("status", "--json"))["monitors"][0]
+    assert data["unusual_duration"] is True and data["flag"] == "unusual"
+
+
+def wait_for(predicate, timeout: float = 30.0, every: float = 0.05):
+    """Await a condition another process brings about (polled: it has no event to wait on)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(every)
+    raise AssertionError("timed out waiting")
+
+
+def line_with(slug: str, text: str) -> str | None:
+    line = status_line(slug)
+    return line if text in line else None
+
+
+def test_status_shows_a_running_run_flags_it_hung_then_abandoned():
+    for _ in range(3):
+        jobwrap("run", "-m", "job", "--", "true")
+    proc = subprocess.Popen([*JOBWRAP, "run", "-m", "job", "--", "sleep", "60"],
+                            start_new_session=True, stdout=subprocess.DEVNULL)
+    children: list[psutil.Process] = []
+    try:
+        line = wait_for(lambda: line_with("job", "running for"))
+        assert "(usually " in line and "hung" not in line, line
+        line = wait_for(lambda: line_with("job", "hung"))
+        assert "running for" in line and "(!) hung?" in line
+        assert json.loads(out("status", "--json"))["monitors"][0]["flag"] == "hung"
+        children = psutil.Process(proc.pid).children(recursive=True)
+        os.kill(proc.pid, signal.SIGKILL)  # jobwrap gone, its command still running
+        proc.wait()
+        line = status_line("job")
+        assert "abandoned (!)" in line
+        assert json.loads(out("status", "--json"))["monitors"][0]["flag"] == "abandoned"
+    finally:
+        proc.kill()
+        proc.wait()
+        for child in children:
+            child.kill()
+
+
+def read_pty(master: int, until, timeout: float = 30.0) -> bytes:
+    """What the program wrote to its terminal, once ``until(data)`` holds."""
+    data = b""
+    deadline = time.monotonic() + timeout
+    while not until(data):
+        left = deadline - time.monotonic()
+        assert left > 0, data
+        ready, _, _ = select.select([master], [], [], left)
+        if ready:
+            try:
+                data += os.read(master, 65536)
+            except OSError:  # EIO: the other side is closed
+                break
+    return data
+
+
+def test_status_watch_refreshes_in_place_until_ctrl_c():
+    jobwrap("run", "-m", "job", "--", "true")
+    master, slave = pty.openpty()
+    proc = subprocess.Popen([*JOBWRAP, "status", "--watch", "--every", "0.2s"],
+                            stdin=slave, stdout=slave, stderr=subprocess.PIPE)
+    os.close(slave)
+    try:
+        data = read_pty(master, lambda d: d.count(b"\x1b[H\x1b[J") >= 2)
+        assert b"Ctrl-C stops" in data and b"job" in data
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=30) == 0
+        assert proc.stderr is not None and proc.stderr.read() == b""
+    finally:
+        proc.kill()
+        proc.wait()
+        if proc.stderr is not None:
+            proc.stderr.close()
+        os.close(master)
+
+
+def test_status_watch_without_a_terminal_prints_frames_one_after_another():
+    jobwrap("run", "-m", "job", "--", "true")
+    result = jobwrap("status", "--watch", "--every", "0.1s", "--watch-count", "3")
+    assert result.returncode == 0
+    text = result.stdout.decode()
+    assert text.count("Ctrl-C stops") == 3 and "\x1b" not in text
+
+
+# -- 18. pictures ------------------------------------------------------------------------------
+
+def test_status_and_history_show_recent_durations_with_failures_marked():
+    jobwrap("run", "-m", "job", "--", "true")
+    jobwrap("run", "-m", "job", "--", "sleep", "0.6")
+    jobwrap("run", "-m", "job", "--", "false")
+    line = status_line("job")
+    assert line.endswith(" .#x"), line  # plain when not a terminal: short, long, failed
+    master, slave = pty.openpty()
+    for args, env in ((["status"], {}), (["history", "-m", "job"], {}),
+                      (["history", "-m", "job"], {"NO_COLOR": "1"})):
+        proc = subprocess.Popen([*JOBWRAP, *args], stdout=slave, stderr=subprocess.DEVNULL,
+                                env=dict(os.environ, **env))
+        assert proc.wait(timeout=30) in (0, 1)
+        data = read_pty(master, lambda d: d.endswith(b"\n") and b"job" in d)
+        if env:
+            assert b".#x" in data and b"\x1b[" not in data, data
+        else:
+            assert "▁█".encode() in data and b"\x1b[31m" in data, data
+    os.close(slave)
+    os.close(master)

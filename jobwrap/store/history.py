@@ -284,14 +284,17 @@ class History:
         )
         return {rec.monitor: rec for rec in records if rec.monitor is not None}
 
-    def durations(self, monitor: str, limit: int = 200) -> list[int]:
-        """Recent durations (ms) of a monitor's runs that ran to completion."""
+    def outcomes(self, monitor: str, limit: int = 200) -> list[tuple[str, int, bool]]:
+        """(run id, duration ms, succeeded) of a monitor's recent runs that ran to completion
+        (not skipped), newest first: for its usual duration and its sparkline."""
         rows = self._read(
-            f"SELECT duration_ms FROM runs WHERE monitor = ? AND skipped IS NULL{self._done}"
-            " ORDER BY started_at DESC LIMIT ?",
+            "SELECT run_id, duration_ms, exit_code, timed_out FROM runs WHERE monitor = ?"
+            f" AND skipped IS NULL{self._done} ORDER BY started_at DESC, rowid DESC LIMIT ?",
             (monitor, limit),
         )
-        return [row["duration_ms"] for row in rows if isinstance(row["duration_ms"], int)]
+        return [(str(row["run_id"]), row["duration_ms"], row["exit_code"] == 0
+                 and not row["timed_out"])
+                for row in rows if isinstance(row["duration_ms"], int)]
 
     def recent(self, *, monitor: str | None = None, limit: int = 20, failed: bool = False,
                since: datetime | None = None) -> list[RunRecord]:

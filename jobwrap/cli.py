@@ -215,7 +215,8 @@ def show(run_id, monitor, as_json) -> int:
         if monitor:
             raise StateError(f"no run of monitor {monitor!r} in the history")
         raise StateError(f"no run {run_id!r} in the history" if run_id else "no runs recorded yet")
-    click.echo(views.run_json(record) if as_json else views.run_details(record), nl=False)
+    click.echo(views.run_json(record) if as_json else
+               views.run_details(record, escape=sys.stdout.isatty()), nl=False)
     return ExitStatus.OK
 
 

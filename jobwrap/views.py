@@ -4,6 +4,7 @@ only these turn it into what the CLI prints."""
 from __future__ import annotations
 
 import json
+import re
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
@@ -25,10 +26,16 @@ def run_json(record: RunRecord) -> str:
 
 
 def local_time(iso: str) -> str:
+    """In the local zone, with the zone: ``2024-06-01 02:00:03 CEST`` (``+0530`` where the
+    zone has no abbreviation)."""
     try:
-        return datetime.fromisoformat(iso).astimezone().strftime("%Y-%m-%d %H:%M:%S")
+        moment = datetime.fromisoformat(iso).astimezone()
     except ValueError:
         return iso
+    zone = moment.strftime("%Z")
+    if not zone.isalpha():
+        zone = moment.strftime("%z")
+    return moment.strftime("%Y-%m-%d %H:%M:%S ") + zone
 
 
 def human_duration(ms: int) -> str:
@@ -133,7 +140,8 @@ def history_table(records: list[RunRecord], command_width: int = 48,
     return head + table(headers, rows) + ("\n" + "".join(f"{n}\n" for n in notes) if notes else "")
 
 
-def run_details(r: RunRecord) -> str:
+def run_details(r: RunRecord, escape: bool = False) -> str:
+    """``escape``: for a terminal, control characters of the output shown as ``\\xNN``."""
     lines = [
         f"run        {r.run_id}",
         f"command    {r.command}",
@@ -163,7 +171,7 @@ def run_details(r: RunRecord) -> str:
     lines.append(f"report     {report}")
     lines.append("metas")
     lines.extend(f"  {name} = {value}" for name, value in r.metas)
-    lines.append(_output_section(r))
+    lines.append(_output_section(r, escape))
     return "\n".join(lines) + "\n"
 
 
@@ -176,19 +184,32 @@ def _result(r: RunRecord) -> str:
     return f"{outcome(r)} (exit status {r.exit_code})"
 
 
-def _output_section(r: RunRecord) -> str:
+def _output_section(r: RunRecord, escape: bool = False) -> str:
     if r.output_head is None:
         return "output     (not kept: --no-capture, or an older run)"
-    parts = ["output", _text(r.output_head)]
-    if r.output_omitted_lines:
+    parts = ["output", _text(r.output_head, escape)]
+    if r.output_tail:  # a tail is kept apart only when something between them is left out
+        lines = r.output_omitted_lines or 0
+        if not r.output_head.endswith(b"\n"):  # cut inside a line
+            gap = (f"the rest of a long line and {lines} lines" if lines
+                   else "the middle of a long line")
+        else:
+            gap = f"{lines} lines" if lines else "part of the output"
+        parts.append(f"… {gap} left out …")
+        parts.append(_text(r.output_tail, escape))
+    elif r.output_omitted_lines:
         parts.append(f"… {r.output_omitted_lines} lines left out …")
-    if r.output_tail:
-        parts.append(_text(r.output_tail))
     return "\n".join(p.rstrip("\n") for p in parts if p)
 
 
-def _text(data: bytes) -> str:
-    return data.decode("utf-8", "replace")
+# What a terminal would act on (escape sequences, carriage returns, backspaces, C1 codes):
+# shown as \xNN so a job's output cannot move the cursor, retitle the window or hide text.
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def _text(data: bytes, escape: bool = False) -> str:
+    text = data.decode("utf-8", "replace")
+    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text) if escape else text
 
 
 def config_json(rows: list) -> str:

@@ -15,7 +15,7 @@ import psutil
 import pytest
 
 from tests.fakes.idlemon_server import PROJECT_ID, TOKEN, IdlemonServer
-from tests.helpers import JOBWRAP, jobwrap
+from tests.helpers import JOBWRAP, jobwrap, py
 
 CLOSED_PORT_URL = "http://127.0.0.1:9/api"
 
@@ -297,3 +297,32 @@ def test_status_and_history_show_recent_durations_with_failures_marked():
             assert "▁█".encode() in data and b"\x1b[31m" in data, data
     os.close(slave)
     os.close(master)
+
+
+# -- 15, 16. show on a terminal, times with their zone -----------------------------------------
+
+def test_show_escapes_control_sequences_on_a_terminal_and_marks_a_gap_inside_a_line():
+    jobwrap("run", "--", *py("import sys; sys.stdout.write('a\\x1b]0;pwned\\x07b\\rc\\n')"))
+    master, slave = pty.openpty()
+    proc = subprocess.Popen([*JOBWRAP, "show"], stdout=slave, stderr=subprocess.DEVNULL)
+    assert proc.wait(timeout=30) == 0
+    data = read_pty(master, lambda d: b"pwned" in d and d.endswith(b"\n"))
+    os.close(slave)
+    os.close(master)
+    assert b"\x1b" not in data and b"\x07" not in data
+    assert b"a\\x1b]0;pwned\\x07b\\x0dc" in data
+    piped = jobwrap("show").stdout  # not a terminal: the bytes as the job wrote them
+    assert b"a\x1b]0;pwned\x07b\rc" in piped
+    jobwrap("run", "--", *py("print('H' + 'x' * 120_000 + 'T')"))
+    text = out("show")
+    assert "… the middle of a long line left out …" in text
+
+
+def test_history_and_show_print_times_with_their_zone():
+    jobwrap("run", "--", "true")
+    zoned = {"TZ": "Europe/Paris"}
+    [row] = jobwrap("history", env=zoned).stdout.decode().splitlines()[1:]
+    assert row.split()[2] in ("CET", "CEST"), row
+    started = next(line for line in jobwrap("show", env={"TZ": "UTC"}).stdout.decode()
+                   .splitlines() if line.startswith("started"))
+    assert started.endswith(" UTC"), started

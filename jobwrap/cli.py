@@ -330,15 +330,17 @@ def flush(monitor, budget, force, discard_refused, discard_id) -> int:
 
 
 @cli.command()
-def doctor() -> int:
+@click.option("--project", metavar="ID", help="Idlemon project id [env JOBWRAP_IDLEMON_PROJECT].")
+def doctor(project) -> int:
     """Check config, token, project, monitors, state dir and pending reports.
 
-    Prints one line per finding, with the fix; exits 1 if anything is wrong.
+    Prints one line per finding, what is wrong first, each with its fix; exits 1 if anything
+    is wrong (a `note` is not).
     """
     from jobwrap import views
     from jobwrap.doctor import diagnose, worst
 
-    findings = diagnose(_resolve({}))
+    findings = diagnose(_resolve({"idlemon_project": project}))
     click.echo(views.doctor_text(findings), nl=False)
     return worst(findings)
 

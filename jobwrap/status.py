@@ -226,6 +226,12 @@ def _project(settings: Settings):
 
 def promonitor_monitors(settings: Settings):
     """(monitors, None) or (None, why not); None, None when ProMonitor is not configured."""
+    monitors, unavailable = promonitor_answer(settings)
+    return monitors, getattr(unavailable, "message", unavailable)
+
+
+def promonitor_answer(settings: Settings):
+    """(monitors, None) or (None, the Unavailable answer, or a string for a setup problem)."""
     token = settings.promonitor_token
     if settings.problem(PROMONITOR):
         return None, settings.problem(PROMONITOR)
@@ -243,7 +249,7 @@ def promonitor_monitors(settings: Settings):
     check = CrossCheck(lambda: ProMonitorClient(settings.promonitor_url, token), cache)
     answer = check.list_monitors()
     if isinstance(answer, Unavailable):
-        return None, answer.message
+        return None, answer
     return answer, None
 
 

@@ -326,3 +326,57 @@ def test_history_and_show_print_times_with_their_zone():
     started = next(line for line in jobwrap("show", env={"TZ": "UTC"}).stdout.decode()
                    .splitlines() if line.startswith("started"))
     assert started.endswith(" UTC"), started
+
+
+# -- 12. doctor ------------------------------------------------------------------------------------
+
+def doctor_lines(*args: str, **kw) -> tuple[int, list[str]]:
+    result = jobwrap("doctor", *args, **kw)
+    return result.returncode, result.stdout.decode().splitlines()
+
+
+def test_doctor_puts_fail_lines_first_each_with_a_fix_and_takes_project(idlemon, env,
+                                                                         monkeypatch):
+    monkeypatch.delenv("JOBWRAP_IDLEMON_PROJECT")
+    jobwrap("run", "-m", "nope", "--", "true")  # a refused report
+    code, lines = doctor_lines()
+    assert code == 1
+    kinds = [line.split()[0] for line in lines]
+    assert kinds == sorted(kinds, key=lambda k: k != "FAIL"), lines  # FAILs, then the rest
+    assert all(" — " in line for line in lines if line.startswith("FAIL")), lines
+    code, lines = doctor_lines("--project", PROJECT_ID)
+    assert any("Idlemon accepted the token; project 'Foo'" in line for line in lines), lines
+
+
+def test_doctor_names_the_config_files_it_read(tmp_path):
+    user = tmp_path / "config" / "jobwrap" / "config.toml"
+    user.parent.mkdir(parents=True)
+    user.write_text('[run]\ntimeout = "1h"\n')
+    _, lines = doctor_lines()
+    assert f"ok    config files read: {user}" in lines
+    assert any(line.startswith("ok    no config file at ") and "etc" in line for line in lines)
+
+
+def test_doctor_gives_a_damaged_history_the_right_fix(state_dir):
+    state_dir.mkdir(parents=True)
+    (state_dir / "history.sqlite3").write_bytes(b"this is not a database" * 100)
+    code, lines = doctor_lines()
+    assert code == 1
+    line = next(line for line in lines if "state dir" in line)
+    assert line.startswith("FAIL") and "is damaged: move it aside" in line, line
+    assert "writable" not in line
+
+
+def test_a_spent_promonitor_budget_is_a_note_not_a_fail(monkeypatch):
+    from tests.fakes.promonitor_server import KEY, MONITOR_API, ProMonitorServer
+
+    with ProMonitorServer(per_minute=50) as server:
+        monkeypatch.setenv("JOBWRAP_PROMONITOR_URL", server.url)
+        monkeypatch.setenv("JOBWRAP_PROMONITOR_TOKEN", KEY)
+        monkeypatch.setenv("JOBWRAP_PROMONITOR_RPM", "1")
+        monkeypatch.setenv("JOBWRAP_REPORT", "never")
+        jobwrap("run", "--promonitor", MONITOR_API, "--", "true")  # spends this minute's request
+        _, lines = doctor_lines()
+        line = next(line for line in lines if "requests/min" in line)
+        assert line.startswith("note  ProMonitor not asked now") and "again" in line, lines
+        assert not any(ln.startswith("FAIL") and "ProMonitor" in ln for ln in lines), lines

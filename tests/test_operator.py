@@ -380,3 +380,17 @@ def test_a_spent_promonitor_budget_is_a_note_not_a_fail(monkeypatch):
         line = next(line for line in lines if "requests/min" in line)
         assert line.startswith("note  ProMonitor not asked now") and "again" in line, lines
         assert not any(ln.startswith("FAIL") and "ProMonitor" in ln for ln in lines), lines
+
+
+# -- 14. errors name their place -----------------------------------------------------------------
+
+def test_a_bad_regex_in_a_monitor_section_names_the_file_and_key_as_written(tmp_path):
+    user = tmp_path / "config" / "jobwrap" / "config.toml"
+    user.parent.mkdir(parents=True)
+    user.write_text("[monitors.backup.meta]\nrows = 'processed (\\d+ rows'\n")
+    result = jobwrap("run", "-m", "backup", "--", "true")
+    assert result.returncode == 2
+    line = result.stderr.decode()
+    assert line.startswith(f"jobwrap: {user} [monitors.backup.meta] rows: invalid regex "
+                           "'processed (\\d+ rows': "), line
+    assert "--meta" not in line and line.count("\n") == 1

@@ -145,7 +145,7 @@ def _patterns(settings: Settings, meta_flags: tuple[str, ...],
     sections: tuple[tuple[Kind, Mapping[str, str]], ...] = (
         ("meta", settings.metas), ("count", settings.counts))
     file_specs = [
-        parse_pattern_spec(f"{name}={rx}", kind)
+        parse_pattern_spec(f"{name}={rx}", kind, _written_in(settings, kind, name))
         for kind, table in sections
         for name, rx in table.items()
         if name not in given
@@ -153,6 +153,15 @@ def _patterns(settings: Settings, meta_flags: tuple[str, ...],
     specs = file_specs + flag_specs
     check_unique(specs)  # a section's meta and count may still share a name
     return tuple(specs)
+
+
+def _written_in(settings: Settings, kind: str, name: str) -> str:
+    """Where a monitor section's pattern comes from: ``FILE [monitors.SLUG.meta]``."""
+    for f in settings.files:  # highest precedence first: the file whose pattern is used
+        section = f.data.get("monitors", {}).get(settings.monitor, {})
+        if isinstance(section.get(kind), dict) and name in section[kind]:
+            return f"{f.path} [monitors.{settings.monitor}.{kind}]"
+    return f"[monitors.{settings.monitor}.{kind}]"
 
 
 def _lock_name(value: str | None, monitor: str | None, argv: tuple[str, ...],

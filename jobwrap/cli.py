@@ -231,10 +231,10 @@ def config_cmd(monitor, as_json) -> int:
     in the files, [monitors.SLUG] beats the general sections.
     """
     from jobwrap import views
-    from jobwrap.config.settings import describe
+    from jobwrap.config.settings import describe_all
 
-    rows = describe(_resolve({"monitor": monitor}))
-    click.echo(views.config_json(rows) if as_json else views.config_table(rows), nl=False)
+    view = describe_all(_resolve({"monitor": monitor}))
+    click.echo(views.config_json(view) if as_json else views.config_table(view), nl=False)
     return ExitStatus.OK
 
 

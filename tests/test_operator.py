@@ -394,3 +394,31 @@ def test_a_bad_regex_in_a_monitor_section_names_the_file_and_key_as_written(tmp_
     assert line.startswith(f"jobwrap: {user} [monitors.backup.meta] rows: invalid regex "
                            "'processed (\\d+ rows': "), line
     assert "--meta" not in line and line.count("\n") == 1
+
+
+# -- 13. config --------------------------------------------------------------------------------
+
+def test_config_shows_values_as_written_typed_json_files_and_every_monitor_section(tmp_path):
+    user = tmp_path / "config" / "jobwrap" / "config.toml"
+    user.parent.mkdir(parents=True)
+    user.write_text('[run]\ntimeout = "1h"\n[monitors.backup]\ntimeout = "30m"\n'
+                    '[monitors.backup.meta]\nrows = \'processed (\\d+)\'\n'
+                    '[monitors.db]\ninterval = 60\n')
+    xdg = {"JOBWRAP_STATE_DIR": "", "XDG_STATE_HOME": str(tmp_path / "xdg")}
+    text = out("config", env=xdg)
+    assert text.startswith(f"config files read: {user}\n")
+    rows: dict[str, str] = {}
+    for line in text.splitlines():  # the effective settings come first
+        if line and " " in line:
+            rows.setdefault(line.split()[0], line)
+    assert rows["timeout"].split()[1] == "1h" and "3600" not in text
+    assert "env XDG_STATE_HOME" in rows["state_dir"]
+    assert "[monitors.backup]" in text and "[monitors.db]" in text
+    assert "30m" in text and "processed (\\d+)" in text
+    data = json.loads(out("config", "--json", env=xdg))
+    assert data["files_read"] == [str(user)]
+    settings = {r["name"]: r for r in data["settings"]}
+    assert settings["timeout"]["value"] == 3600 and settings["timeout"]["shown"] == "1h"
+    assert settings["capture"]["value"] is True and settings["schedule"]["value"] is None
+    assert settings["skipped_exit"]["value"] == 75
+    assert {r["name"]: r["value"] for r in data["monitors"]["db"]} == {"interval": 60}

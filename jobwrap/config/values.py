@@ -95,6 +95,22 @@ def parse_duration(text: object, what: str = "duration") -> float:
     return seconds
 
 
+def format_duration(seconds: float) -> str:
+    """Seconds as a person writes them, and :func:`parse_duration` reads back: ``1h``,
+    ``1h30m``, ``90s`` stays ``1m30s``, ``0.25`` → ``250ms``."""
+    if seconds < 1 or seconds != int(seconds):
+        ms = round(seconds * 1000)
+        if ms % 1000:
+            return f"{int(seconds) * 1000 + ms % 1000 if seconds >= 1 else ms}ms"
+    left = int(round(seconds))
+    parts = []
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
+        if left >= size:
+            parts.append(f"{left // size}{unit}")
+            left %= size
+    return "".join(parts) or "0s"
+
+
 def parse_since(text: object, now: datetime | None = None) -> datetime:
     """``--since``: a duration back from now (``36h``, ``7d``) or an ISO date or date-time
     (without an offset: local time) → an aware datetime.  UsageError otherwise."""

@@ -165,34 +165,63 @@ def _resolve(flags: dict) -> Settings:
     return settings
 
 
+class Since(click.ParamType):
+    """``--since``: a duration back from now (``2h``, ``1d``) or a date/time (local zone)."""
+
+    name = "DURATION|DATE"
+
+    def convert(self, value, param, ctx):
+        from jobwrap.config.values import parse_since
+
+        try:
+            return parse_since(value)
+        except JobwrapError as exc:
+            self.fail(str(exc), param, ctx)
+
+
 @cli.command()
 @click.option("-m", "--monitor", metavar="SLUG", help="Only this monitor's runs.")
 @click.option("-n", "--limit", type=click.IntRange(min=1, max=10**9, clamp=True), default=20,
-              show_default=True)
+              show_default=True, help="Show at most this many runs.")
+@click.option("--failed", is_flag=True,
+              help="Only runs that failed (exit status, timeout, signal) or were abandoned.")
+@click.option("--since", type=Since(), metavar="DURATION|DATE",
+              help="Only runs started since then: 36h, 7d, 2024-06-01 or 2024-06-01T02:00.")
 @click.option("--json", "as_json", is_flag=True, help="A JSON array, for scripts.")
-def history(monitor, limit, as_json) -> int:
+def history(monitor, limit, failed, since, as_json) -> int:
     """Show recent runs, newest first."""
     from jobwrap import views
 
     with _history() as store:
-        records = store.recent(monitor=monitor, limit=limit)
-    click.echo(views.history_json(records) if as_json else views.history_table(records), nl=False)
+        records = store.recent(monitor=monitor, limit=limit, failed=failed, since=since)
+    spark = _color() if monitor and sys.stdout.isatty() else None
+    click.echo(views.history_json(records) if as_json else
+               views.history_table(records, spark=spark), nl=False)
     return ExitStatus.OK
 
 
 @cli.command()
 @click.argument("run_id", required=False)
+@click.option("-m", "--monitor", metavar="SLUG", help="This monitor's last run.")
 @click.option("--json", "as_json", is_flag=True, help="The record as JSON, output included.")
-def show(run_id, as_json) -> int:
-    """Everything about one run (default: the last), with its output's head and tail."""
+def show(run_id, monitor, as_json) -> int:
+    """Everything about one run (default: the last), with its output's head and tail.
+
+    RUN_ID may be any unambiguous prefix of the id (the 8 characters `history` shows).
+    """
     from jobwrap import views
     from jobwrap.errors import StateError
 
+    if run_id and monitor:
+        raise click.UsageError("give a RUN_ID or --monitor SLUG, not both")
     with _history() as store:
-        record = store.get(run_id)
+        record = store.get(run_id, monitor=monitor)
     if record is None:
+        if monitor:
+            raise StateError(f"no run of monitor {monitor!r} in the history")
         raise StateError(f"no run {run_id!r} in the history" if run_id else "no runs recorded yet")
-    click.echo(views.run_json(record) if as_json else views.run_details(record), nl=False)
+    click.echo(views.run_json(record) if as_json else
+               views.run_details(record, escape=sys.stdout.isatty()), nl=False)
     return ExitStatus.OK
 
 
@@ -207,29 +236,72 @@ def config_cmd(monitor, as_json) -> int:
     in the files, [monitors.SLUG] beats the general sections.
     """
     from jobwrap import views
-    from jobwrap.config.settings import describe
+    from jobwrap.config.settings import describe_all
 
-    rows = describe(_resolve({"monitor": monitor}))
-    click.echo(views.config_json(rows) if as_json else views.config_table(rows), nl=False)
+    view = describe_all(_resolve({"monitor": monitor}))
+    click.echo(views.config_json(view) if as_json else views.config_table(view), nl=False)
     return ExitStatus.OK
 
 
 @cli.command()
 @click.option("--project", metavar="ID", help="Idlemon project id [env JOBWRAP_IDLEMON_PROJECT].")
 @click.option("--json", "as_json", is_flag=True, help="As JSON, for scripts.")
-def status(project, as_json) -> int:
+@click.option("--watch", is_flag=True, help="Refresh the view in place until Ctrl-C.")
+@click.option("--every", type=Duration(), default="5s", show_default=True,
+              help="With --watch: how often to refresh.")
+@click.option("--watch-count", type=click.IntRange(min=1), hidden=True)  # tests: N refreshes
+def status(project, as_json, watch, every, watch_count) -> int:
     """The project's monitors at a glance: idle or not, last runs, pending reports.
 
     \b
     Example:
       jobwrap status --project 9934826a-adb5-11ea-a64d-0242ac130004
+      jobwrap status --watch     # refreshed every 5 s until Ctrl-C
     """
     from jobwrap import views
     from jobwrap.status import gather
 
-    report = gather(_resolve({"idlemon_project": project}))
-    click.echo(views.status_json(report) if as_json else views.status_text(report), nl=False)
+    settings = _resolve({"idlemon_project": project})
+    if watch:
+        if as_json:
+            raise click.UsageError("--watch shows the view for people: not with --json")
+        return _watch(lambda: views.status_text(gather(settings), color=_color()), every,
+                      watch_count)
+    report = gather(settings)
+    click.echo(views.status_json(report) if as_json else
+               views.status_text(report, color=_color()), nl=False)
     return ExitStatus.FAILURE if report.problems else ExitStatus.OK
+
+
+def _color() -> bool | None:
+    """Pictures for a terminal: True (colour), False (plain text: a pipe, a file, NO_COLOR)."""
+    import os
+
+    return sys.stdout.isatty() and not os.environ.get("NO_COLOR")
+
+
+def _watch(frame, every: float, count: int | None) -> int:
+    """Show ``frame()`` every ``every`` seconds, in place on a terminal, until Ctrl-C."""
+    import time
+    from datetime import datetime
+
+    in_place = sys.stdout.isatty()
+    shown = 0
+    try:
+        while True:
+            text = frame()
+            stamp = datetime.now().astimezone().strftime("%Y-%m-%d %H:%M:%S %Z")
+            header = f"every {every:g}s, Ctrl-C stops — {stamp}\n\n"
+            # Home and clear-below, then the frame: no flicker of an empty screen.
+            click.echo(("\x1b[H\x1b[J" if in_place else "") + header + text
+                       + ("" if in_place else "\n"), nl=False)
+            shown += 1
+            if count is not None and shown >= count:
+                return ExitStatus.OK
+            time.sleep(every)
+    except KeyboardInterrupt:
+        click.echo("")
+        return ExitStatus.OK
 
 
 @cli.command()
@@ -237,29 +309,43 @@ def status(project, as_json) -> int:
 @click.option("--budget", type=Duration(), default="5m", help="Give up after this long (5m).")
 @click.option("--force", is_flag=True,
               help="Also send reports held back because their monitor's latest run failed.")
-def flush(monitor, budget, force) -> int:
+@click.option("--discard-refused", is_flag=True,
+              help="Send nothing; give up on the refused reports (of --monitor SLUG).")
+@click.option("--discard", "discard_id", metavar="RUN_ID",
+              help="Send nothing; give up on this run's pending or refused report.")
+def flush(monitor, budget, force, discard_refused, discard_id) -> int:
     """Deliver reports an outage held back (and retry refused ones), oldest first.
 
-    Exits 0 when nothing is left to deliver, 1 otherwise.
+    Exits 0 when nothing is left to deliver, 1 otherwise.  --discard-refused and
+    --discard RUN_ID (a prefix will do) drop reports instead; their runs stay in the history.
     """
     from jobwrap import views
-    from jobwrap.idlemon.flush import flush_backlog
+    from jobwrap.errors import UsageError
+    from jobwrap.idlemon.flush import discard, flush_backlog
 
+    if discard_refused or discard_id:
+        if discard_refused and discard_id:
+            raise UsageError("--discard-refused and --discard RUN_ID: choose one")
+        summary = discard(_resolve({}), run_id=discard_id, monitor=monitor)
+        click.echo(views.flush_text(summary), nl=False)
+        return ExitStatus.OK
     summary = flush_backlog(_resolve({}), monitor=monitor, budget_s=budget, force=force)
     click.echo(views.flush_text(summary), nl=False)
     return ExitStatus.FAILURE if summary.left else ExitStatus.OK
 
 
 @cli.command()
-def doctor() -> int:
+@click.option("--project", metavar="ID", help="Idlemon project id [env JOBWRAP_IDLEMON_PROJECT].")
+def doctor(project) -> int:
     """Check config, token, project, monitors, state dir and pending reports.
 
-    Prints one line per finding, with the fix; exits 1 if anything is wrong.
+    Prints one line per finding, what is wrong first, each with its fix; exits 1 if anything
+    is wrong (a `note` is not).
     """
     from jobwrap import views
     from jobwrap.doctor import diagnose, worst
 
-    findings = diagnose(_resolve({}))
+    findings = diagnose(_resolve({"idlemon_project": project}))
     click.echo(views.doctor_text(findings), nl=False)
     return worst(findings)
 

@@ -15,9 +15,10 @@ from jobwrap.errors import ApiError, JobwrapError
 class Finding:
     ok: bool
     text: str  # what was checked and what was found, with the fix when not ok
+    note: bool = False  # ok, but worth knowing (not checked this time: retry later)
 
     def line(self) -> str:
-        return ("ok    " if self.ok else "FAIL  ") + self.text
+        return ("note  " if self.note else "ok    " if self.ok else "FAIL  ") + self.text
 
 
 Check = Callable[[Settings], Iterator[Finding]]
@@ -26,6 +27,7 @@ Check = Callable[[Settings], Iterator[Finding]]
 def diagnose(settings: Settings) -> list[Finding]:
     """Every finding, in the order they are shown; :func:`worst` gives the exit status."""
     findings: list[Finding] = [Finding(False, w) for w in settings.warnings]
+    findings += list(check_config_files(settings))
     try:
         per = monitor_settings(settings)
     except JobwrapError as exc:  # a monitor's section holds a bad value
@@ -40,7 +42,22 @@ def diagnose(settings: Settings) -> list[Finding]:
     findings += list(check_promonitor(settings, per_monitor(per, "promonitor")))
     findings += list(check_monitor_problems(settings, per))
     findings += list(check_lock(settings, per_monitor(per, "lock"), schedules))
-    return findings
+    # What needs fixing first (each FAIL says how), then what was fine; stable otherwise.
+    return [f for f in findings if not f.ok] + [f for f in findings if f.ok]
+
+
+def check_config_files(settings: Settings) -> Iterator[Finding]:
+    """Which config files were found and read (and where none was)."""
+    from jobwrap.config.files import system_file, user_file
+
+    read = [str(f.path) for f in settings.files]
+    if read:
+        yield Finding(True, f"config files read: {', '.join(read)}")
+    looked = [str(p) for p in (user_file(settings.env), system_file(settings.env))
+              if str(p) not in read]
+    if looked:
+        yield Finding(True, f"no config file at {' or '.join(looked)}"
+                      + ("" if read else ": using the environment and defaults"))
 
 
 def _latest_runs(settings: Settings) -> dict:
@@ -72,11 +89,11 @@ def check_state_dir(resolved: Settings) -> Iterator[Finding]:
                 pass
             backlog = history.report_backlog()
             abandoned = history.abandoned()
+            latest = history.latest_by_monitor()
         finally:
             history.close()
     except JobwrapError as exc:
-        yield Finding(False, f"state dir: {exc} — make {state_dir} writable or set "
-                      "JOBWRAP_STATE_DIR")
+        yield Finding(False, f"state dir: {exc} — {_state_fix(str(exc), state_dir)}")
         return
     yield Finding(True, f"state dir {state_dir} is writable")
     for run in abandoned:
@@ -84,11 +101,33 @@ def check_state_dir(resolved: Settings) -> Iterator[Finding]:
                       f"{run.started_at}) was abandoned: jobwrap was killed or the machine went "
                       "down while it ran — check the job's own output or logs")
     for (monitor, status), count in sorted(backlog.items(), key=str):
-        if status == "pending":
-            yield Finding(False, f"{count} report(s) of {monitor!r} pending — run `jobwrap flush`")
+        last = latest.get(monitor)
+        failing = last is not None and last.report_status == "none" and (
+            last.exit_code != 0 or bool(last.skipped))
+        if status == "pending" and failing:
+            # `flush` would hold these back too: don't send the operator there in a circle.
+            yield Finding(False, f"{count} report(s) of {monitor!r} pending, held back because "
+                          "its latest run failed — its next successful run sends them, or "
+                          f"`jobwrap flush --force --monitor {monitor}` sends them now")
+        elif status == "pending":
+            yield Finding(False, f"{count} report(s) of {monitor!r} pending — run `jobwrap flush`"
+                          " (`jobwrap history -m` says why they wait)")
         else:
-            yield Finding(False, f"{count} report(s) of {monitor!r} refused by Idlemon — see "
-                          "`jobwrap history`, fix the cause, then `jobwrap flush`")
+            yield Finding(False, f"{count} report(s) of {monitor!r} refused by Idlemon — "
+                          f"`jobwrap history -m {monitor}` says why; fix the cause, then "
+                          "`jobwrap flush`, or give up on them: `jobwrap flush "
+                          f"--discard-refused --monitor {monitor}`")
+
+
+def _state_fix(problem: str, state_dir) -> str:
+    """The fix for a history that cannot be used: a damaged file is not a permission problem."""
+    from jobwrap.store.history import DB_NAME
+
+    if any(word in problem for word in ("not a database", "malformed", "corrupt")):
+        path = state_dir / DB_NAME
+        return (f"{path} is damaged: move it aside (`mv {path} {path}.broken`, with its "
+                "-wal and -shm files); the next run starts a new history")
+    return f"make {state_dir} writable or set JOBWRAP_STATE_DIR"
 
 
 def check_idlemon(resolved: Settings, monitors: list[str],
@@ -166,7 +205,8 @@ def _minutes(value: float) -> str:
 def check_promonitor(resolved: Settings, links: dict[str, str]) -> Iterator[Finding]:
     """The ProMonitor key (one request, within the budget) and every linked monitor id."""
     from jobwrap.promonitor.client import check_key_format
-    from jobwrap.status import promonitor_monitors
+    from jobwrap.promonitor.crosscheck import Reason
+    from jobwrap.status import promonitor_answer
 
     token = resolved.promonitor_token
     if resolved.problem(PROMONITOR):
@@ -180,9 +220,14 @@ def check_promonitor(resolved: Settings, links: dict[str, str]) -> Iterator[Find
     shape = check_key_format(token)
     yield Finding(shape is None, f"ProMonitor key from {resolved.sources['promonitor_token']}"
                   + (f": {shape}" if shape else " looks right"))
-    monitors, problem = promonitor_monitors(resolved)
+    monitors, problem = promonitor_answer(resolved)
     if monitors is None:
-        yield Finding(False, f"ProMonitor: {problem}")
+        reason = getattr(problem, "reason", None)
+        if reason in (Reason.BUDGET, Reason.RATE_LIMITED):  # nothing wrong: asked too often
+            yield Finding(True, f"ProMonitor not asked now: {problem.message} — run "
+                          "`jobwrap doctor` again in a minute", note=True)
+            return
+        yield Finding(False, f"ProMonitor: {getattr(problem, 'message', problem)}")
         return
     yield Finding(True, f"ProMonitor accepted the key; {len(monitors)} monitor(s)")
     known = {m.id for m in monitors}

@@ -11,12 +11,13 @@ from __future__ import annotations
 import statistics
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 from jobwrap.config.monitors import monitor_settings, per_monitor
 from jobwrap.config.settings import IDLEMON, PROMONITOR, Settings
 from jobwrap.errors import ApiError, JobwrapError
+from jobwrap.idlemon.report import why_not_sent
 from jobwrap.store.history import History, RunRecord, open_history
 
 if TYPE_CHECKING:  # imported only with a lock URL
@@ -42,17 +43,58 @@ class MonitorRow:
     p95_s: float | None = None
     dependency: str | None = None  # ProMonitor status of the linked dependency
 
+    recent: tuple[tuple[int, bool], ...] = ()  # (duration ms, succeeded), oldest first
+
     @property
     def unusual_duration(self) -> bool:
-        """The last run took far longer (or shorter) than this job usually does."""
+        """The last run took far longer (or shorter) than the job's *other* runs usually do."""
         if self.last_run is None or self.median_s is None or self.p95_s is None:
             return False
         if self.last_run.state != "finished":
-            return False  # running or abandoned: its duration is not known
+            return False  # running or abandoned: see `flag`
         last = self.last_run.duration_ms / 1000
-        return last > max(2 * self.p95_s, self.p95_s + 1) or (
-            self.median_s > 5 and last < self.median_s / 5
-        )
+        return last > _far_over(self.p95_s) or (self.median_s > 5 and last < self.median_s / 5)
+
+    def running_for_s(self, now: datetime | None = None) -> float | None:
+        """How long the last run has been running (None: it is not running)."""
+        run = self.last_run
+        if run is None or run.state != "running":
+            return None
+        try:
+            began = datetime.fromisoformat(run.started_at)
+        except ValueError:
+            return None
+        return max(0.0, ((now or datetime.now(UTC)) - began).total_seconds())
+
+    def flag(self, now: datetime | None = None) -> str | None:
+        """"hung" (running far over its usual p95), "abandoned" (its jobwrap is gone),
+        "unusual" (the finished last run's duration), or None."""
+        if self.last_run is not None and self.last_run.state == "abandoned":
+            return "abandoned"
+        elapsed = self.running_for_s(now)
+        if elapsed is not None:
+            return "hung" if self.p95_s is not None and elapsed > _far_over(self.p95_s) else None
+        return "unusual" if self.unusual_duration else None
+
+    @property
+    def idle_reason(self) -> str | None:
+        """Why Idlemon says idle, as far as the local history knows (None: not idle/unknown)."""
+        run = self.last_run
+        if not self.is_idle or run is None:
+            return None
+        if run.state == "running":
+            return "a run is in progress; it reports when it ends"
+        if run.state == "abandoned":
+            return "the last run was abandoned (jobwrap was killed while it ran)"
+        if run.report_status == "none" and run.report_error == "failed":
+            return "the last run failed, and report=success sends nothing on failure"
+        why = why_not_sent(run)
+        if why:
+            return f"the last run sent no report: {why}"
+        if run.report_status in ("pending", "refused"):
+            return (f"the last run's report is {run.report_status}"
+                    + (f": {run.report_error}" if run.report_error else ""))
+        return None
 
     def to_json(self) -> dict:
         return {
@@ -73,7 +115,16 @@ class MonitorRow:
             "local_p95_s": self.p95_s,
             "unusual_duration": self.unusual_duration,
             "dependency": self.dependency,
+            "idle_reason": self.idle_reason,
+            "running_for_s": self.running_for_s(),
+            "flag": self.flag(),
+            "recent": [{"duration_ms": d, "ok": ok} for d, ok in self.recent],
         }
+
+
+def _far_over(p95_s: float) -> float:
+    """Past this a duration is far over the usual p95: twice it, and a second at least."""
+    return max(2 * p95_s, p95_s + 1)
 
 
 def percentiles(durations_ms: list[int]) -> tuple[float | None, float | None]:
@@ -99,10 +150,18 @@ def build_rows(project, history: History | None, intervals: dict[str, int]) -> l
     return rows
 
 
+SPARK_RUNS = 20  # runs in status's picture of recent durations
+
+
 def _row(slug, history, latest, backlog, intervals, remote) -> MonitorRow:
-    median, p95 = percentiles(history.durations(slug)) if history else (None, None)
+    last = latest.get(slug)
+    runs = history.outcomes(slug) if history else []
+    # The usual durations are the *other* runs': the last run is compared with them.
+    others = [d for run_id, d, _ in runs if last is None or run_id != last.run_id]
+    median, p95 = percentiles(others)
     local = dict(
-        last_run=latest.get(slug),
+        last_run=last,
+        recent=tuple((d, ok) for _, d, ok in reversed(runs[:SPARK_RUNS])),
         pending=backlog.get((slug, "pending"), 0),
         refused=backlog.get((slug, "refused"), 0),
         median_s=median,
@@ -197,6 +256,12 @@ def _project(settings: Settings):
 
 def promonitor_monitors(settings: Settings):
     """(monitors, None) or (None, why not); None, None when ProMonitor is not configured."""
+    monitors, unavailable = promonitor_answer(settings)
+    return monitors, getattr(unavailable, "message", unavailable)
+
+
+def promonitor_answer(settings: Settings):
+    """(monitors, None) or (None, the Unavailable answer, or a string for a setup problem)."""
     token = settings.promonitor_token
     if settings.problem(PROMONITOR):
         return None, settings.problem(PROMONITOR)
@@ -215,7 +280,7 @@ def promonitor_monitors(settings: Settings):
     check = CrossCheck(lambda: ProMonitorClient(settings.promonitor_url, token), cache)
     answer = check.list_monitors()
     if isinstance(answer, Unavailable):
-        return None, answer.message
+        return None, answer
     return answer, None
 
 

@@ -4,12 +4,15 @@ only these turn it into what the CLI prints."""
 from __future__ import annotations
 
 import json
+import re
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
+from jobwrap.idlemon.report import why_not_sent
 from jobwrap.store.history import RunRecord
 
 if TYPE_CHECKING:
+    from jobwrap.config.settings import ConfigView
     from jobwrap.doctor import Finding
     from jobwrap.idlemon.flush import FlushSummary
     from jobwrap.status import MonitorRow, StatusReport
@@ -25,10 +28,16 @@ def run_json(record: RunRecord) -> str:
 
 
 def local_time(iso: str) -> str:
+    """In the local zone, with the zone: ``2024-06-01 02:00:03 CEST`` (``+0530`` where the
+    zone has no abbreviation)."""
     try:
-        return datetime.fromisoformat(iso).astimezone().strftime("%Y-%m-%d %H:%M:%S")
+        moment = datetime.fromisoformat(iso).astimezone()
     except ValueError:
         return iso
+    zone = moment.strftime("%Z")
+    if not zone.isalpha():
+        zone = moment.strftime("%z")
+    return moment.strftime("%Y-%m-%d %H:%M:%S ") + zone
 
 
 def human_duration(ms: int) -> str:
@@ -73,9 +82,23 @@ def duration(record: RunRecord, now: datetime | None = None) -> str:
 
 
 def report_state(record: RunRecord) -> str:
+    """The REPORT column: sent, pending, refused, discarded, or ``not sent: WHY``."""
     if record.report_status == "none":
-        return "-"
+        return f"not sent: {record.report_error}" if record.report_error else "-"
     return record.report_status
+
+
+def _report_notes(records: list[RunRecord]) -> list[str]:
+    """Below the table: why each pending or refused report is stuck, and the way out."""
+    notes = []
+    for r in records:
+        if r.report_status == "refused":
+            notes.append(f"{r.run_id[:8]}: refused: {r.report_error or 'no reason kept'} — fix "
+                         f"it, then `jobwrap flush`; or drop it: `jobwrap flush --discard "
+                         f"{r.run_id[:8]}`")
+        elif r.report_status == "pending" and r.report_error:
+            notes.append(f"{r.run_id[:8]}: pending: {r.report_error}")
+    return notes
 
 
 def table(headers: list[str], rows: list[list[str]]) -> str:
@@ -88,9 +111,16 @@ def table(headers: list[str], rows: list[list[str]]) -> str:
 
 
 def history_table(records: list[RunRecord], command_width: int = 48,
-                  now: datetime | None = None) -> str:
+                  now: datetime | None = None, spark: bool | None = None) -> str:
+    """``spark``: with one monitor's runs on a terminal, a line of their recent durations
+    above the table (True: in colour, False: plain); None: none."""
     if not records:
         return "no runs recorded yet\n"
+    head = ""
+    if spark is not None:
+        done = [(r.duration_ms, r.exit_code == 0 and not r.timed_out)
+                for r in reversed(records) if r.state == "finished" and not r.skipped]
+        head = f"recent durations, oldest first: {sparkline(done, spark)}\n\n"
     rows = []
     for r in records:
         command = r.command
@@ -108,10 +138,12 @@ def history_table(records: list[RunRecord], command_width: int = 48,
             ]
         )
     headers = ["STARTED", "MONITOR", "RESULT", "DURATION", "REPORT", "RUN", "COMMAND"]
-    return table(headers, rows)
+    notes = _report_notes(records)
+    return head + table(headers, rows) + ("\n" + "".join(f"{n}\n" for n in notes) if notes else "")
 
 
-def run_details(r: RunRecord) -> str:
+def run_details(r: RunRecord, escape: bool = False) -> str:
+    """``escape``: for a terminal, control characters of the output shown as ``\\xNN``."""
     lines = [
         f"run        {r.run_id}",
         f"command    {r.command}",
@@ -134,12 +166,14 @@ def run_details(r: RunRecord) -> str:
             f"peak rss {(r.max_rss_kb or 0) / 1024:.1f} MiB"
         )
     report = r.report_status
-    if r.report_error:
+    if why_not_sent(r):
+        report = f"not sent: {why_not_sent(r)}"
+    elif r.report_error:
         report += f" ({r.report_error})"
     lines.append(f"report     {report}")
     lines.append("metas")
     lines.extend(f"  {name} = {value}" for name, value in r.metas)
-    lines.append(_output_section(r))
+    lines.append(_output_section(r, escape))
     return "\n".join(lines) + "\n"
 
 
@@ -152,52 +186,90 @@ def _result(r: RunRecord) -> str:
     return f"{outcome(r)} (exit status {r.exit_code})"
 
 
-def _output_section(r: RunRecord) -> str:
+def _output_section(r: RunRecord, escape: bool = False) -> str:
     if r.output_head is None:
         return "output     (not kept: --no-capture, or an older run)"
-    parts = ["output", _text(r.output_head)]
-    if r.output_omitted_lines:
+    parts = ["output", _text(r.output_head, escape)]
+    if r.output_tail:  # a tail is kept apart only when something between them is left out
+        lines = r.output_omitted_lines or 0
+        if not r.output_head.endswith(b"\n"):  # cut inside a line
+            gap = (f"the rest of a long line and {lines} lines" if lines
+                   else "the middle of a long line")
+        else:
+            gap = f"{lines} lines" if lines else "part of the output"
+        parts.append(f"… {gap} left out …")
+        parts.append(_text(r.output_tail, escape))
+    elif r.output_omitted_lines:
         parts.append(f"… {r.output_omitted_lines} lines left out …")
-    if r.output_tail:
-        parts.append(_text(r.output_tail))
     return "\n".join(p.rstrip("\n") for p in parts if p)
 
 
-def _text(data: bytes) -> str:
-    return data.decode("utf-8", "replace")
+# What a terminal would act on (escape sequences, carriage returns, backspaces, C1 codes):
+# shown as \xNN so a job's output cannot move the cursor, retitle the window or hide text.
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 
 
-def config_json(rows: list) -> str:
-    """``jobwrap config --json``: one object per setting (``problem`` only when unusable)."""
-    data = []
-    for row in rows:
-        item = {"name": row.name, "value": row.value, "source": row.source}
-        if row.problem:
-            item["problem"] = row.problem
-        data.append(item)
+def _text(data: bytes, escape: bool = False) -> str:
+    text = data.decode("utf-8", "replace")
+    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text) if escape else text
+
+
+def config_json(view: ConfigView) -> str:
+    """``jobwrap config --json``: the files read, and one object per setting, its ``value``
+    typed (a number of seconds for a duration, a boolean, null) and ``shown`` as ``config``
+    prints it (``problem`` only when unusable); each monitor section's likewise."""
+    def rows_json(rows: list) -> list[dict]:
+        data = []
+        for row in rows:
+            item = {"name": row.name, "value": row.typed, "shown": row.value,
+                    "source": row.source}
+            if row.problem:
+                item["problem"] = row.problem
+            data.append(item)
+        return data
+
+    data = {"files_read": [str(p) for p in view.files],
+            "files_not_found": [str(p) for p in view.looked],
+            "settings": rows_json(view.rows),
+            "monitors": {slug: rows_json(rows) for slug, rows in view.monitors.items()}}
     return json.dumps(data, indent=2) + "\n"
 
 
-def config_table(rows: list) -> str:
-    """``jobwrap config``: name, value (secrets masked), where it came from or what is wrong."""
+def config_table(view: ConfigView) -> str:
+    """``jobwrap config``: the files read, then name, value (secrets masked), where it came
+    from or what is wrong; then what each other [monitors.SLUG] section sets."""
+    lines = [f"config files read: {', '.join(map(str, view.files)) or 'none'}"]
+    if view.looked:
+        lines.append(f"not found: {', '.join(map(str, view.looked))}")
+    text = "\n".join(lines) + "\n\n" + _config_rows(view.rows)
+    for slug, rows in view.monitors.items():
+        text += f"\n[monitors.{slug}] (jobwrap config -m {slug} shows all its settings)\n"
+        text += _config_rows(rows) if rows else "  (sets nothing jobwrap config shows)\n"
+    return text
+
+
+def _config_rows(rows: list) -> str:
     if not rows:
         return ""
     width = max(len(r.name) for r in rows)
     vwidth = min(48, max(len(r.value) for r in rows))
     return "".join(
         f"{r.name.ljust(width)}  {r.value.ljust(vwidth)}  "
-        f"{r.problem + ' (ignored)' if r.problem else r.source}\n"
+        f"{r.problem + ' (ignored)' if r.problem else r.source}".rstrip() + "\n"
         for r in rows
     )
 
 
 # -- status -----------------------------------------------------------------------------------
 
-def status_text(report: StatusReport) -> str:
+def status_text(report: StatusReport, color: bool | None = None) -> str:
+    """``color``: True on a colour terminal, False on one without (NO_COLOR), None: no
+    terminal (the pictures are plain text then)."""
     from jobwrap.status import pm_state
 
     text = f"project {report.project}\n" if report.project else ""
-    text += status_table(report.rows)
+    text += status_table(report.rows, color=bool(color))
+    text += "".join(f"{r.slug}: idle: {r.idle_reason}\n" for r in report.rows if r.idle_reason)
     if report.promonitor:
         rows = [[m.name, m.kind, pm_state(m), f"{m.interval_seconds}s", m.url, m.id]
                 for m in report.promonitor]
@@ -251,7 +323,31 @@ def _num(value: float | None, unit: str = "") -> str:
     return f"{value:g}{unit}"
 
 
-def status_table(rows: list[MonitorRow], now: datetime | None = None) -> str:
+SPARK_BLOCKS = "▁▂▃▄▅▆▇█"
+SPARK_PLAIN = "._-=+*#"  # the same picture in ASCII: a pipe, a file, NO_COLOR
+FAILED_PLAIN = "x"
+RED, RESET = "\x1b[31m", "\x1b[0m"
+
+
+def sparkline(recent: tuple[tuple[int, bool], ...] | list[tuple[int, bool]],
+              color: bool = False) -> str:
+    """One character per run (oldest first), its height the run's duration against the
+    longest shown; a failure is red on a colour terminal, else an ``x``."""
+    if not recent:
+        return "-"
+    levels = SPARK_BLOCKS if color else SPARK_PLAIN
+    longest = max(d for d, _ in recent) or 1
+    chars = []
+    for d, ok in recent:
+        mark = levels[min(len(levels) - 1, round(d / longest * (len(levels) - 1)))]
+        if not ok:
+            mark = f"{RED}{mark}{RESET}" if color else FAILED_PLAIN
+        chars.append(mark)
+    return "".join(chars)
+
+
+def status_table(rows: list[MonitorRow], now: datetime | None = None,
+                 color: bool = False) -> str:
     if not rows:
         return "nothing to show yet: no monitors read and no local runs\n"
     headers = ["MONITOR", "STATE", "EVERY", "AVG", "AVG DUR", "LAST CONTACT", "LAST RUN",
@@ -273,17 +369,29 @@ def status_table(rows: list[MonitorRow], now: datetime | None = None) -> str:
             r.slug, state, _num(r.interval_min, "m"), _num(r.interval_avg_min, "m"),
             _num(r.duration_avg_s, "s"), relative(r.last_contact, now) if r.in_project else "-",
             local_time(r.last_run.started_at) if r.last_run else "-",
-            _last_result(r.last_run), _pending(r), med,
+            _last_result(r, now), _pending(r), med,
         ]
-        if len(headers) > len(line):
+        if "DEPENDENCY" in headers:
             line.append(r.dependency or "-")
+        line.append(sparkline(r.recent, color))  # last: its colour codes need no padding
         lines.append(line)
-    return table(headers, lines)
+    return table([*headers, "RECENT"], lines)
 
 
-def _last_result(run: RunRecord | None) -> str:
+def _last_result(r: MonitorRow, now: datetime | None = None) -> str:
+    """'ok 1.2s'; 'running for 3h12m (usually 40m)', flagged when far over its p95;
+    'abandoned (!)' when its jobwrap is gone."""
+    run = r.last_run
     if run is None:
         return "-"
+    flag = r.flag(now)
+    if run.state == "running":
+        text = f"running for {duration(run, now)}"
+        if r.median_s is not None:
+            text += f" (usually {human_duration(int(r.median_s * 1000))})"
+        return text + (" (!) hung?" if flag == "hung" else "")
+    if flag == "abandoned":
+        return "abandoned (!)"
     return f"{outcome(run)} {duration(run)}"
 
 
@@ -297,12 +405,19 @@ def _pending(r: MonitorRow) -> str:
 # -- flush and doctor -------------------------------------------------------------------------
 
 def flush_text(summary: FlushSummary) -> str:
+    if summary.discarded is not None:
+        lines = [f"discarded {len(summary.discarded)} report(s); their runs stay in the history"]
+        lines += [f"discarded {run_id[:8]}" for run_id in summary.discarded]
+        return "\n".join(lines) + "\n"
     d, held = summary.outcome.delivery, summary.outcome.held
     lines = [f"delivered {len(d.sent)}, refused {len(d.refused)}, still pending "
              f"{len(d.pending)}, held back {len(held)}"]
     lines += [f"skipped malformed run {run_id[:8]}: {problem}"
               for run_id, problem in summary.bad_rows]
     lines += [f"refused {run_id[:8]}: {reason}" for run_id, reason in d.refused]
+    if d.refused:
+        lines.append("fix the cause and flush again, or give up on them: `jobwrap flush "
+                     "--discard-refused [--monitor SLUG]` (or `--discard RUN_ID`)")
     if d.pending:
         lines.append(f"pending: {d.pending[-1][1]}")
     for rec in held:

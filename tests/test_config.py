@@ -126,8 +126,8 @@ def test_broken_toml_stops_run_before_the_command_with_one_line(user_file, tmp_p
 def test_jobwrap_config_variable_names_the_user_file(tmp_path):
     custom = write(tmp_path / "custom.toml", '[run]\ntimeout = "7m"\n')
     result = jobwrap("config", "--json", env={"JOBWRAP_CONFIG": str(custom)})
-    rows = {r["name"]: r for r in json.loads(result.stdout)}
-    assert rows["timeout"]["value"] == "420.0"
+    rows = {r["name"]: r for r in json.loads(result.stdout)["settings"]}
+    assert rows["timeout"]["value"] == 420 and rows["timeout"]["shown"] == "7m"
     assert str(custom) in rows["timeout"]["source"]
     missing = jobwrap("config", env={"JOBWRAP_CONFIG": str(tmp_path / "nope.toml")})
     assert missing.returncode == 2 and b"does not exist" in missing.stderr

@@ -162,7 +162,7 @@ def test_status_lists_promonitor_monitors_and_linked_dependencies(promonitor, tm
     assert "ProMonitor" in text
     assert "Database" in text and "down" in text and MONITOR_API in text
     backup = next(line for line in text.splitlines() if line.startswith("backup"))
-    assert backup.rstrip().endswith("Database: down")
+    assert backup.rstrip().endswith("Database: down  #")  # then RECENT, the sparkline
     data = json.loads(jobwrap("status", "--json").stdout)
     assert {m["id"] for m in data["promonitor"]} == {MONITOR_API, MONITOR_DB}
 

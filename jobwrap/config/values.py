@@ -8,6 +8,7 @@ the CLI, the files and the crontab directives accept the same words.
 from __future__ import annotations
 
 import re
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from pathlib import Path
 
@@ -92,6 +93,37 @@ def parse_duration(text: object, what: str = "duration") -> float:
     if not 0 < seconds < _MAX_DURATION_S:  # also rejects nan and inf
         raise UsageError(f"bad {what} {text!r}: it must be positive and under ten years")
     return seconds
+
+
+def format_duration(seconds: float) -> str:
+    """Seconds as a person writes them, and :func:`parse_duration` reads back: ``1h``,
+    ``1h30m``, ``90s`` stays ``1m30s``, ``0.25`` → ``250ms``."""
+    if seconds < 1 or seconds != int(seconds):
+        ms = round(seconds * 1000)
+        if ms % 1000:
+            return f"{int(seconds) * 1000 + ms % 1000 if seconds >= 1 else ms}ms"
+    left = int(round(seconds))
+    parts = []
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
+        if left >= size:
+            parts.append(f"{left // size}{unit}")
+            left %= size
+    return "".join(parts) or "0s"
+
+
+def parse_since(text: object, now: datetime | None = None) -> datetime:
+    """``--since``: a duration back from now (``36h``, ``7d``) or an ISO date or date-time
+    (without an offset: local time) → an aware datetime.  UsageError otherwise."""
+    raw = str(text).strip()
+    now = now or datetime.now(UTC)
+    if not re.fullmatch(r"\d{4}-.*", raw):
+        return now - timedelta(seconds=parse_duration(raw, "--since"))
+    try:
+        moment = datetime.fromisoformat(raw)
+    except ValueError:
+        raise UsageError(f"bad --since {text!r}: a duration back from now (36h, 7d) or a date "
+                         "(2024-06-01, 2024-06-01T02:00)") from None
+    return moment if moment.tzinfo else moment.astimezone()
 
 
 def parse_slug(text: object, what: str = "monitor slug") -> str:

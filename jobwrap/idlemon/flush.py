@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from jobwrap.config.settings import IDLEMON, Settings
 from jobwrap.errors import ConfigError
-from jobwrap.idlemon.delivery import ClientPool, FlushOutcome, flush
+from jobwrap.idlemon.delivery import ClientPool, DeliveryOutcome, FlushOutcome, flush
 from jobwrap.idlemon.report import ReportSettings
 from jobwrap.store.history import open_history
 
@@ -16,6 +16,7 @@ class FlushSummary:
     outcome: FlushOutcome
     bad_rows: list[tuple[str, str]]  # (run id, why) of rows that could not be read
     elsewhere: int  # reports left that another jobwrap process is delivering now
+    discarded: list[str] | None = None  # run ids given up on (--discard, --discard-refused)
 
     @property
     def left(self) -> bool:
@@ -38,6 +39,14 @@ def flush_backlog(settings: Settings, *, monitor: str | None, budget_s: float,
     d = outcome.delivery
     elsewhere = left_now - len(d.refused) - len(d.pending) - len(outcome.held)
     return FlushSummary(outcome, bad_rows, elsewhere)
+
+
+def discard(settings: Settings, *, run_id: str | None, monitor: str | None) -> FlushSummary:
+    """``flush --discard RUN_ID`` / ``--discard-refused``: give up on reports, send nothing."""
+    with open_history(settings.state_dir) as history:
+        ids = history.discard_reports(run_id_prefix=run_id, monitor=monitor)
+        bad_rows = list(history.bad_rows)
+    return FlushSummary(FlushOutcome(DeliveryOutcome(), []), bad_rows, 0, ids)
 
 
 def _report_settings_for(settings: Settings, slug: str) -> ReportSettings:

@@ -57,3 +57,35 @@ def log_body(record: RunRecord, now: datetime | None = None) -> tuple[int, list[
     if delay > LATE_AFTER_S:
         metas += [("ran_at", record.started_at), ("delayed_s", str(int(delay)))]
     return duration_s, metas
+
+
+# Why a run sent nothing, kept as its ``report_error`` while its ``report_status`` is "none":
+# a short word for the history's REPORT column, and the sentence ``show``/``status`` say.
+NOT_SENT = {
+    "failed": "the run failed, and report=success sends nothing on failure",
+    "skipped": "the run was skipped (skipped runs are never reported)",
+    "report=never": "report=never",
+    "no monitor": "no monitor (--monitor SLUG)",
+    "no token": "no Idlemon token",
+    "dry run": "--dry-run sends nothing",
+}
+
+
+def not_sent_reason(policy: str, monitor: str | None, record: RunRecord) -> str | None:
+    """Why this run sends no report (a key of :data:`NOT_SENT`), None when it sends one."""
+    if not monitor:
+        return "no monitor"
+    if record.skipped:
+        return "skipped"
+    if policy == "never":
+        return "report=never"
+    if not wants_report(policy, record):
+        return "failed"
+    return None
+
+
+def why_not_sent(record: RunRecord) -> str | None:
+    """The sentence for a run that sent nothing and says why (None: it did, or older run)."""
+    if record.report_status != "none" or not record.report_error:
+        return None
+    return NOT_SENT.get(record.report_error, record.report_error)

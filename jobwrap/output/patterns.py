@@ -38,18 +38,22 @@ class PatternSpec:
     kind: Kind
 
 
-def parse_pattern_spec(text: str, kind: Kind) -> PatternSpec:
-    """Parse ``NAME=REGEX`` and validate both halves; raise UsageError with one clear line."""
+def parse_pattern_spec(text: str, kind: Kind, where: str | None = None) -> PatternSpec:
+    """Parse ``NAME=REGEX`` and validate both halves; raise UsageError with one clear line.
+
+    ``where``: the place the pattern was written, when not a ``--meta``/``--count`` flag
+    (``FILE [monitors.backup.meta]``): errors name it and the key."""
     name, sep, pattern = text.partition("=")
     if not sep or not pattern:
-        raise UsageError(f"--{kind} expects NAME=REGEX, got {text!r}")
+        raise UsageError(f"{where or '--' + kind} expects NAME=REGEX, got {text!r}")
+    place = f"{where} {name}" if where else f"--{kind} {name!r}"
     if not NAME_RE.match(name):
         raise UsageError(
-            f"--{kind} {name!r}: a name is a letter or _ then up to 63 letters, digits, _ . -"
+            f"{place}: a name is a letter or _ then up to 63 letters, digits, _ . -"
         )
     if name in RESERVED_NAMES:
-        raise UsageError(f"--{kind} {name!r}: that name is reserved for jobwrap's own metas")
-    compile_pattern(name, pattern, kind)
+        raise UsageError(f"{place}: that name is reserved for jobwrap's own metas")
+    compile_pattern(name, pattern, kind, where)
     return PatternSpec(name, pattern, kind)
 
 
@@ -62,11 +66,22 @@ def check_unique(specs: list[PatternSpec]) -> None:
         seen.add(spec.name)
 
 
-def compile_pattern(name: str, pattern: str, kind: Kind = "meta") -> re.Pattern[str]:
+def compile_pattern(name: str, pattern: str, kind: Kind = "meta",
+                    where: str | None = None) -> re.Pattern[str]:
+    place = f"{where} {name}" if where else f"--{kind} {name}"
+    shown = _as_written(pattern)
     try:
         return re.compile(pattern, re.MULTILINE)
     except re.error as exc:
-        raise UsageError(f"--{kind} {name}: invalid regex {pattern!r}: {exc}") from None
+        raise UsageError(f"{place}: invalid regex {shown}: {exc}") from None
     except (OverflowError, RecursionError, ValueError) as exc:
-        raise UsageError(f"--{kind} {name}: unusable regex {pattern!r}: {exc}") from None
+        raise UsageError(f"{place}: unusable regex {shown}: {exc}") from None
+
+
+def _as_written(pattern: str) -> str:
+    """The pattern as the user wrote it (``\\d`` stays one backslash), quoted; repr only
+    when it holds what a terminal line cannot show."""
+    if pattern.isprintable() and "'" not in pattern:
+        return f"'{pattern}'"
+    return repr(pattern)
 

@@ -20,7 +20,13 @@ from typing import TYPE_CHECKING
 from jobwrap.config.settings import IDLEMON, PROMONITOR, Settings, child_environment
 from jobwrap.config.values import RequireUp, bool_word
 from jobwrap.errors import ExitStatus, JobwrapError, UsageError, signal_name
-from jobwrap.idlemon.report import BACKLOG_PER_RUN, LEASE_MARGIN_S, ReportSettings, wants_report
+from jobwrap.idlemon.report import (
+    BACKLOG_PER_RUN,
+    LEASE_MARGIN_S,
+    NOT_SENT,
+    ReportSettings,
+    not_sent_reason,
+)
 from jobwrap.output.patterns import Kind, PatternSpec, check_unique, parse_pattern_spec
 from jobwrap.process.child import ensure_standard_fds
 from jobwrap.process.spawn import (
@@ -156,7 +162,7 @@ def _patterns(settings: Settings, meta_flags: tuple[str, ...],
     sections: tuple[tuple[Kind, Mapping[str, str]], ...] = (
         ("meta", settings.metas), ("count", settings.counts))
     file_specs = [
-        parse_pattern_spec(f"{name}={rx}", kind)
+        parse_pattern_spec(f"{name}={rx}", kind, _written_in(settings, kind, name))
         for kind, table in sections
         for name, rx in table.items()
         if name not in given
@@ -164,6 +170,15 @@ def _patterns(settings: Settings, meta_flags: tuple[str, ...],
     specs = file_specs + flag_specs
     check_unique(specs)  # a section's meta and count may still share a name
     return tuple(specs)
+
+
+def _written_in(settings: Settings, kind: str, name: str) -> str:
+    """Where a monitor section's pattern comes from: ``FILE [monitors.SLUG.meta]``."""
+    for f in settings.files:  # highest precedence first: the file whose pattern is used
+        section = f.data.get("monitors", {}).get(settings.monitor, {})
+        if isinstance(section.get(kind), dict) and name in section[kind]:
+            return f"{f.path} [monitors.{settings.monitor}.{kind}]"
+    return f"[monitors.{settings.monitor}.{kind}]"
 
 
 def _lock_name(value: str | None, monitor: str | None, argv: tuple[str, ...],
@@ -397,8 +412,7 @@ def _run_locked(settings: RunSettings, run_id: str, held, guard: _SignalGuard,
         prewarm_http()
     if dependency is not None:
         dependency.start()
-    # A dry run may end unrecorded (see _store_and_report): it does not record its start.
-    history = None if settings.report.dry_run else _record_start(settings, run_id)
+    history = _record_start(settings, run_id)
     if settings.metrics_dir is not None:
         from jobwrap.run.metrics import write_metrics
 
@@ -511,10 +525,18 @@ def finish_run(settings: RunSettings, record: RunRecord, warn: Warn,
 def _store_and_report(settings: RunSettings, record: RunRecord, warn: Warn,
                       guard: _SignalGuard | None, opened: History | None) -> RunRecord:
     report = settings.report
-    to_send = bool(settings.monitor) and wants_report(report.policy, record)
-    if to_send and report.dry_run:
-        warn("dry run: would send\n" + _describe_request(settings, record))
+    reason = not_sent_reason(report.policy, settings.monitor, record)
+    to_send = reason is None
+    if report.dry_run:  # recorded like any run; says what it would send, or why nothing
+        if reason is None:
+            warn("dry run: would send\n" + _describe_request(settings, record))
+        else:
+            warn(f"dry run: nothing would be sent: {NOT_SENT[reason]}")
+        record = replace(record, report_error=reason or "dry run")
+        _store(settings.state_dir, record, warn, opened, claim=False, lease=report.budget_s)
         return record
+    if reason is not None:
+        record = replace(record, report_error=reason)  # history/show/status say why
     if to_send and settings.report_problem:
         # Where to report is broken, not the run: keep the report with the reason, so
         # `jobwrap flush` sends it once the configuration is fixed.
@@ -530,6 +552,7 @@ def _store_and_report(settings: RunSettings, record: RunRecord, warn: Warn,
             "(JOBWRAP_REPORT=never silences this)"
         )
         to_send = False
+        record = replace(record, report_error="no token")
     if to_send:
         record = replace(record, report_status="pending")
     history = _store(settings.state_dir, record, warn, opened, claim=to_send,
@@ -603,16 +626,16 @@ def _deliver(settings: RunSettings, record: RunRecord, history: History | None,
     outcome = DeliveryOutcome(pending=[(record.run_id, "interrupted by a signal")])
     with _Sending(guard), IdlemonClient(report.base_url, report.token or "") as client:
         deliverer = Deliverer(history, lambda _slug: client, report.budget_s)
-        outcome = deliverer.deliver([record], owner=record.run_id)
-        if outcome.sent and history is not None:
-            # Delivered: older reports of this monitor may follow (they cannot hide a failure
-            # now, since this run just told Idlemon the job is active).
-            backlog = history.claim_reports(
-                record.run_id, report.budget_s + LEASE_MARGIN_S,
-                monitor=settings.monitor, limit=BACKLOG_PER_RUN,
-            )
-            if backlog:
-                deliverer.deliver(backlog, owner=record.run_id)
+        # Older reports of this monitor first, then this run's, so Idlemon's latest log is
+        # the newest run.  They cannot hide a failure: this run reports, so it tells Idlemon
+        # the job is active right after them.
+        claimed = [] if history is None else history.claim_reports(
+            record.run_id, report.budget_s + LEASE_MARGIN_S,
+            monitor=settings.monitor, limit=BACKLOG_PER_RUN,
+        )  # with this run's own, which it already holds
+        backlog = [r for r in claimed if r.run_id != record.run_id]
+        done = deliverer.deliver([*backlog, record], owner=record.run_id)
+        outcome = _own_outcome(done, record.run_id)
         for note in deliverer.notes:  # delivered, but Idlemon's answer was odd: said once
             warn(f"warning: {note}")
     if outcome.last_problem:
@@ -620,6 +643,17 @@ def _deliver(settings: RunSettings, record: RunRecord, history: History | None,
         warn(f"warning: report not delivered ({kept}): {outcome.last_problem}")
     status = "sent" if outcome.sent else ("refused" if outcome.refused else "pending")
     return replace(record, report_status=status, report_error=outcome.last_problem)
+
+
+def _own_outcome(done, run_id: str):
+    """The delivery outcome of this run's own report, out of one with its backlog's."""
+    from jobwrap.idlemon.delivery import DeliveryOutcome
+
+    return DeliveryOutcome(
+        sent=[r for r in done.sent if r == run_id],
+        refused=[(r, why) for r, why in done.refused if r == run_id],
+        pending=[(r, why) for r, why in done.pending if r == run_id],
+    )
 
 
 def _describe_request(settings: RunSettings, record: RunRecord) -> str:

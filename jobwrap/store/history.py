@@ -234,6 +234,30 @@ class History:
                 (owner,),
             )
 
+    def discard_reports(self, *, run_id_prefix: str | None = None,
+                        monitor: str | None = None) -> list[str]:
+        """Give up on reports: one run's (pending or refused, by id prefix), else every
+        refused one (of ``monitor``).  They become ``discarded``; the runs stay.  Returns the
+        run ids discarded; a report another process is sending now is left alone."""
+        args: list[object]
+        if run_id_prefix is not None:
+            rec = self.get(run_id_prefix)
+            if rec is None:
+                raise StateError(f"no run {run_id_prefix!r} in the history")
+            where, args = "run_id = ? AND report_status IN ('pending', 'refused')", [rec.run_id]
+        else:
+            where, args = "report_status = 'refused'", []
+            if monitor is not None:
+                where += " AND monitor = ?"
+                args.append(monitor)
+        where += " AND coalesce(report_claimed_until, 0) < ?"
+        args.append(time.time())
+        with self.write() as db:
+            ids = [row[0] for row in db.execute(f"SELECT run_id FROM runs WHERE {where}", args)]
+            db.executemany("UPDATE runs SET report_status = 'discarded' WHERE run_id = ?",
+                           [(i,) for i in ids])
+        return ids
+
     def report_backlog(self) -> dict[tuple[str, str], int]:
         """(monitor, status) → count, for pending and refused reports."""
         rows = self._read(
@@ -249,20 +273,39 @@ class History:
         )
         return {rec.monitor: rec for rec in records if rec.monitor is not None}
 
-    def durations(self, monitor: str, limit: int = 200) -> list[int]:
-        """Recent durations (ms) of a monitor's runs that ran to completion."""
+    def outcomes(self, monitor: str, limit: int = 200) -> list[tuple[str, int, bool]]:
+        """(run id, duration ms, succeeded) of a monitor's recent runs that ran to completion
+        (not skipped), newest first: for its usual duration and its sparkline."""
         rows = self._read(
-            f"SELECT duration_ms FROM runs WHERE monitor = ? AND skipped IS NULL{self._done}"
-            " ORDER BY started_at DESC LIMIT ?",
+            "SELECT run_id, duration_ms, exit_code, timed_out FROM runs WHERE monitor = ?"
+            f" AND skipped IS NULL{self._done} ORDER BY started_at DESC, rowid DESC LIMIT ?",
             (monitor, limit),
         )
-        return [row["duration_ms"] for row in rows if isinstance(row["duration_ms"], int)]
+        return [(str(row["run_id"]), row["duration_ms"], row["exit_code"] == 0
+                 and not row["timed_out"])
+                for row in rows if isinstance(row["duration_ms"], int)]
 
-    def recent(self, *, monitor: str | None = None, limit: int = 20) -> list[RunRecord]:
-        """Newest first."""
-        where, args = ("WHERE monitor = ?", [monitor]) if monitor else ("", [])
+    def recent(self, *, monitor: str | None = None, limit: int = 20, failed: bool = False,
+               since: datetime | None = None) -> list[RunRecord]:
+        """Newest first.  ``failed``: only runs that failed (a non-zero exit, a timeout, a
+        signal) or were abandoned; ``since``: only runs started at or after it."""
+        conds, args = [], []
+        if monitor:
+            conds.append("monitor = ?")
+            args.append(monitor)
+        if since is not None:
+            conds.append("started_at >= ?")  # stored as UTC ISO 8601: compares as text
+            args.append(since.astimezone(UTC).isoformat(timespec="milliseconds"))
+        if failed:
+            # A row still 'running' may be abandoned: read, then filtered below.
+            conds.append("skipped IS NULL AND (exit_code != 0" +
+                         (" OR state = 'running')" if self._has_state else ")"))
+        where = f"WHERE {' AND '.join(conds)}" if conds else ""
         sql = f"SELECT * FROM runs {where} ORDER BY started_at DESC, rowid DESC LIMIT ?"
-        return self._records(sql, (*args, limit))
+        records = self._records(sql, (*args, limit if not failed else limit * 4 + 100))
+        if failed:
+            records = [r for r in records if r.state != RUNNING]
+        return records[:limit]
 
     def abandoned(self, since_days: float = 7) -> list[RunRecord]:
         """Recent runs whose jobwrap was killed or lost while their command ran."""
@@ -272,9 +315,13 @@ class History:
         ) if self._has_state else []
         return [rec for rec in records if rec.state == ABANDONED]
 
-    def get(self, run_id_prefix: str | None = None) -> RunRecord | None:
-        """The run whose id starts with the prefix (None: the newest run)."""
-        if not run_id_prefix:
+    def get(self, run_id_prefix: str | None = None,
+            monitor: str | None = None) -> RunRecord | None:
+        """The run whose id starts with the prefix (None: the newest run, of ``monitor``)."""
+        if not run_id_prefix and monitor:
+            rows = self._read("SELECT * FROM runs WHERE monitor = ?"
+                              " ORDER BY started_at DESC, rowid DESC LIMIT 1", (monitor,))
+        elif not run_id_prefix:
             rows = self._read("SELECT * FROM runs ORDER BY started_at DESC, rowid DESC LIMIT 1")
         else:
             escaped = run_id_prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")

@@ -7,7 +7,8 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from jobwrap.config.monitors import monitor_settings, per_monitor
-from jobwrap.config.settings import IDLEMON, PROMONITOR, Settings
+from jobwrap.config.settings import Settings
+from jobwrap.config.table import IDLEMON, PROMONITOR
 from jobwrap.errors import ApiError, JobwrapError
 
 

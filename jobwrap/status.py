@@ -15,7 +15,8 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 from jobwrap.config.monitors import monitor_settings, per_monitor
-from jobwrap.config.settings import IDLEMON, PROMONITOR, Settings
+from jobwrap.config.settings import Settings
+from jobwrap.config.table import IDLEMON, PROMONITOR
 from jobwrap.errors import ApiError, JobwrapError
 from jobwrap.idlemon.report import why_not_sent
 from jobwrap.store.history import History, RunRecord, open_history

@@ -93,7 +93,7 @@ def test_token_file_readable_by_others_gets_a_warning(tmp_path):
     ],
 )
 def test_bad_config_is_a_clear_error(user_file, data, message):
-    from jobwrap.config.settings import load_file
+    from jobwrap.config.files import load_file
 
     lines = []
     for section, table in data.items():
@@ -254,7 +254,8 @@ def test_a_sections_meta_and_count_may_not_share_a_name(user_file, tmp_path):
 def test_settings_are_a_frozen_typed_record():
     import dataclasses
 
-    from jobwrap.config.settings import SETTINGS, Settings
+    from jobwrap.config.settings import Settings
+    from jobwrap.config.table import SETTINGS
 
     r = resolve({"timeout": "2m", "report": "ALWAYS"}, {}, [])
     assert isinstance(r, Settings) and r.timeout == 120.0 and r.report == "always"
@@ -266,7 +267,7 @@ def test_settings_are_a_frozen_typed_record():
 
 def test_every_run_option_maps_to_a_setting():
     from jobwrap.cli import run
-    from jobwrap.config.settings import SETTINGS
+    from jobwrap.config.table import SETTINGS
 
     handled_by_run = {"command", "metas", "counts", "summary_json", "dry_run",
                       "cron_slot"}  # internal: jobwrap cron names the slot (cron/launch.py)
@@ -295,7 +296,7 @@ def test_one_true_false_word_list_for_flags_files_env_and_locks():
 
 
 def test_per_monitor_settings_come_from_the_files_already_read(user_file):
-    from jobwrap.config.settings import load_files
+    from jobwrap.config.files import load_files
 
     write(user_file, '[run]\ntimeout = "1m"\n[monitors.a]\ntimeout = "2m"\ninterval = 5\n')
     env = {"XDG_CONFIG_HOME": str(user_file.parent.parent), "JOBWRAP_SYSTEM_CONFIG": "/nonexistent"}

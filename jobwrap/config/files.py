@@ -1,7 +1,8 @@
 """The files settings come from: the TOML config files and the secret (token) files.
 
 Every read is bounded and never blocks: a path that names ``/dev/zero``, a FIFO or a
-directory is one clear ConfigError, as is a file larger than the limit.
+directory is one clear ConfigError, as is a file larger than the limit.  A config file's
+sections and keys are checked against the settings table when it is loaded.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from jobwrap.config.table import SETTINGS
 from jobwrap.errors import ConfigError, UsageError
 
 SYSTEM_FILE = Path("/etc/jobwrap/config.toml")
@@ -134,3 +136,54 @@ def default_state_dir(env: Mapping[str, str] = os.environ) -> Path:
     if os.geteuid() == 0:
         return Path("/var/lib/jobwrap")
     return Path.home() / ".local" / "state" / "jobwrap"
+
+
+def load_file(path: Path, required: bool = False) -> ConfigFile | None:
+    """Read one config file and check its sections and keys; None if optional and missing."""
+    loaded = read_toml(path, required)
+    if loaded is not None:
+        _check_shape(path, loaded.data)
+    return loaded
+
+
+_SECTIONS = {"run", "idlemon", "promonitor", "lock", "monitors"}
+
+
+def _check_shape(path: Path, data: Mapping[str, Any]) -> None:
+    unknown = set(data) - _SECTIONS
+    if unknown:
+        raise ConfigError(
+            f"config file {path}: unknown section [{sorted(unknown)[0]}] "
+            f"(known: {', '.join(sorted(_SECTIONS))})"
+        )
+    for name in _SECTIONS:
+        if name in data and not isinstance(data[name], dict):
+            raise ConfigError(f"config file {path}: [{name}] must be a table")
+    known_keys: dict[str, set[str]] = {s.file_key[0]: set() for s in SETTINGS if s.file_key}
+    for s in SETTINGS:
+        if s.file_key:  # a secret may instead be read from a file: token_file, password_file
+            suffixes = ("", "_file") if s.secret else ("",)
+            known_keys[s.file_key[0]].update(s.file_key[1] + x for x in suffixes)
+    for section, keys in known_keys.items():
+        extra = set(data.get(section, {})) - keys
+        if extra:
+            raise ConfigError(
+                f"config file {path}: unknown key {sorted(extra)[0]!r} in [{section}]"
+            )
+    monitor_keys = {s.name for s in SETTINGS if s.per_monitor} | {"meta", "count"}
+    monitor_keys |= {s.name + "_file" for s in SETTINGS if s.per_monitor and s.secret}
+    for slug, section in data.get("monitors", {}).items():
+        if not isinstance(section, dict):
+            raise ConfigError(f"config file {path}: [monitors.{slug}] must be a table")
+        extra = set(section) - monitor_keys
+        if extra:
+            raise ConfigError(
+                f"config file {path}: unknown key {sorted(extra)[0]!r} in [monitors.{slug}]"
+            )
+
+
+def load_files(env: Mapping[str, str]) -> list[ConfigFile]:
+    """The config files that exist, highest precedence first (user, then system)."""
+    files = [load_file(user_file(env), required=bool(env.get("JOBWRAP_CONFIG")))]
+    files.append(load_file(system_file(env)))
+    return [f for f in files if f is not None]

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from jobwrap.config.settings import IDLEMON, Settings
+from jobwrap.config.settings import Settings
+from jobwrap.config.table import IDLEMON
 from jobwrap.errors import ConfigError
 from jobwrap.idlemon.delivery import ClientPool, DeliveryOutcome, FlushOutcome, flush
 from jobwrap.idlemon.report import ReportSettings

@@ -203,3 +203,24 @@ def test_a_stopped_process_holding_the_set_up_lock_delays_others_boundedly(tmp_p
     with closing(sqlitedb.connect(path, 1000)) as conn:
         sqlitedb.prepare(conn, path, ("CREATE TABLE t (x)",), wait_s=0.2)
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+
+def test_the_undelivered_statuses_are_spelled_as_the_partial_index_expects(tmp_path):
+    # runs_by_report covers only undelivered reports.  SQLite uses a partial index only when
+    # the query's text names the same statuses (bound parameters cannot prove it applies), so
+    # the report queries write UNDELIVERED_SQL into their text.
+    from jobwrap.store.record import UNDELIVERED, ReportStatus
+    from jobwrap.store.reports import UNDELIVERED_SQL
+
+    assert set(UNDELIVERED) == {"pending", "refused"}
+    assert set(ReportStatus) == {"none", "pending", "sent", "refused", "discarded"}
+    with open_history(tmp_path) as history:
+        sql = ("SELECT monitor, report_status, count(*) FROM runs"
+               f" WHERE report_status IN ({UNDELIVERED_SQL}) GROUP BY monitor, report_status")
+        plan = " ".join(str(row[3]) for row in history.conn.execute("EXPLAIN QUERY PLAN " + sql))
+        assert "runs_by_report" in plan, plan
+        bound = sql.replace(UNDELIVERED_SQL, "?, ?")
+        plan = " ".join(str(row[3]) for row in
+                        history.conn.execute("EXPLAIN QUERY PLAN " + bound, UNDELIVERED))
+        assert "runs_by_report" not in plan  # why the statuses go into the text

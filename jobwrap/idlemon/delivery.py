@@ -15,6 +15,7 @@ from typing import Any
 from jobwrap.errors import ApiError, ConfigError, TransientApiError
 from jobwrap.idlemon.report import ReportSettings, log_body
 from jobwrap.store.history import History, RunRecord
+from jobwrap.store.record import UNDELIVERED, ReportStatus
 
 RUN_REQUEST_LIMIT = 30  # requests one run may send in all (its report, backlog and retries)
 
@@ -83,30 +84,31 @@ class Deliverer:
                 if exc.retriable:
                     self._leave_pending(records[index:], owner, str(exc), outcome)
                     break
-                self._settle(rec.run_id, owner, "refused", str(exc))
+                self._settle(rec.run_id, owner, ReportStatus.REFUSED, str(exc))
                 outcome.refused.append((rec.run_id, str(exc)))
                 continue
             except ConfigError as exc:
-                self._settle(rec.run_id, owner, "pending", str(exc))
+                self._settle(rec.run_id, owner, ReportStatus.PENDING, str(exc))
                 outcome.pending.append((rec.run_id, str(exc)))
                 continue
             warning = getattr(receipt, "warning", None)
             if warning and warning not in self.notes:
                 self.notes.append(warning)
-            self._settle(rec.run_id, owner, "sent", warning)
+            self._settle(rec.run_id, owner, ReportStatus.SENT, warning)
             outcome.sent.append(rec.run_id)
         return outcome
 
     def _leave_pending(self, records, owner, reason, outcome) -> None:
         first, *rest = records
-        self._settle(first.run_id, owner, "pending", reason)
+        self._settle(first.run_id, owner, ReportStatus.PENDING, reason)
         outcome.pending.append((first.run_id, reason))
         for rec in rest:
             outcome.pending.append((rec.run_id, reason))
         if self.history is not None:
             self.history.release_claims(owner)
 
-    def _settle(self, run_id: str, owner: str, status: str, error: str | None = None) -> None:
+    def _settle(self, run_id: str, owner: str, status: ReportStatus,
+                error: str | None = None) -> None:
         if self.history is not None:
             self.history.settle_report(run_id, owner, status, error)
 
@@ -133,7 +135,7 @@ def held_back(rec: RunRecord, latest: dict[str, RunRecord]) -> bool:
     last = latest.get(rec.monitor or "")
     if last is None or last.run_id == rec.run_id or last.started_at <= rec.started_at:
         return False
-    return last.report_status == "none" and (last.exit_code != 0 or bool(last.skipped))
+    return last.report_status == ReportStatus.NONE and (last.exit_code != 0 or bool(last.skipped))
 
 
 # A flush claims a few reports at a time, each batch on a short lease: a flush killed
@@ -157,7 +159,7 @@ def flush(history: History, client_for: ClientFor, *, budget_s: float,
             cursor = history.claim_cursor
             claimed = history.claim_reports(
                 owner, batch_s + BATCH_LEASE_MARGIN_S, monitor=monitor,
-                statuses=("pending", "refused"), limit=CLAIM_BATCH, after=cursor,
+                statuses=UNDELIVERED, limit=CLAIM_BATCH, after=cursor,
             )
             if history.claim_cursor == cursor:
                 break  # nothing left to claim
@@ -173,7 +175,7 @@ def flush(history: History, client_for: ClientFor, *, budget_s: float,
             if done.pending:  # an outage or a spent budget: the rest wait for the next flush
                 reason = done.pending[-1][1]
                 rest = history.claim_reports(owner, 0.0, monitor=monitor, limit=1_000_000,
-                                             statuses=("pending", "refused"),
+                                             statuses=UNDELIVERED,
                                              after=history.claim_cursor)  # a zero lease
                 total.delivery.pending += [(r.run_id, reason) for r in rest]
                 break

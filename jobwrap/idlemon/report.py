@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from jobwrap.store.history import RunRecord
+from jobwrap.store.record import ReportStatus
 
 LEASE_MARGIN_S = 30.0  # a claim outlives the budget by this much before others may take it
 BACKLOG_PER_RUN = 20  # bounded work per run: the oldest pending reports of its monitor
@@ -86,6 +87,6 @@ def not_sent_reason(policy: str, monitor: str | None, record: RunRecord) -> str 
 
 def why_not_sent(record: RunRecord) -> str | None:
     """The sentence for a run that sent nothing and says why (None: it did, or older run)."""
-    if record.report_status != "none" or not record.report_error:
+    if record.report_status != ReportStatus.NONE or not record.report_error:
         return None
     return NOT_SENT.get(record.report_error, record.report_error)

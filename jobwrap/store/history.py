@@ -43,7 +43,7 @@ from jobwrap.store.record import (  # noqa: F401  (RunRecord: also imported from
     row_values,
     storable,
 )
-from jobwrap.store.reports import Reports
+from jobwrap.store.reports import UNDELIVERED_SQL, Reports
 from jobwrap.store.schema import ABANDONED, FINISHED, RUNNING, SCHEMA_VERSION, STEPS
 
 DB_NAME = "history.sqlite3"
@@ -109,7 +109,7 @@ class History(Reports):
             _drop_old_output(db, rec.job)
             db.execute(
                 "DELETE FROM runs WHERE started_at < datetime('now', ?) "
-                "AND report_status NOT IN ('pending', 'refused')",
+                f"AND report_status NOT IN ({UNDELIVERED_SQL})",
                 (f"-{KEEP_DAYS} days",),
             )
 

@@ -6,9 +6,24 @@ import json
 import sqlite3
 from dataclasses import dataclass
 from datetime import datetime
+from enum import StrEnum
 
 from jobwrap.store.liveness import Here
 from jobwrap.store.schema import FINISHED
+
+
+class ReportStatus(StrEnum):
+    """What became of a run's report (the ``report_status`` column)."""
+
+    NONE = "none"  # nothing to send; ``report_error`` may say why (idlemon.report.NOT_SENT)
+    PENDING = "pending"  # kept: a later run or ``jobwrap flush`` delivers it
+    SENT = "sent"
+    REFUSED = "refused"  # Idlemon said no: kept until a flush succeeds or it is discarded
+    DISCARDED = "discarded"  # given up on (flush --discard, --discard-refused); the run stays
+
+
+# Reports still to be delivered: kept past the history's pruning, counted in the backlog.
+UNDELIVERED = (ReportStatus.PENDING, ReportStatus.REFUSED)
 
 
 @dataclass(frozen=True)
@@ -37,7 +52,7 @@ class RunRecord:
     output_head: bytes | None = None
     output_tail: bytes | None = None
     output_omitted_lines: int | None = None
-    report_status: str = "none"
+    report_status: str = ReportStatus.NONE  # a ReportStatus (run/ and views pass strings)
     report_error: str | None = None
     report_attempts: int = 0
     report_sent_at: str | None = None

@@ -20,7 +20,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from jobwrap.errors import StateError
-from jobwrap.store.record import RunRecord
+from jobwrap.store.record import UNDELIVERED, ReportStatus, RunRecord
+
+
+def sql_list(statuses: tuple[ReportStatus, ...]) -> str:
+    """Statuses as SQL literals.  Written into the query's text, not bound: only then can
+    SQLite use the partial index on undelivered reports (``runs_by_report``)."""
+    return ", ".join(f"'{status}'" for status in statuses)
+
+
+UNDELIVERED_SQL = sql_list(UNDELIVERED)  # 'pending', 'refused'
 
 
 class Reports:
@@ -43,7 +52,7 @@ class Reports:
         lease_s: float,
         *,
         monitor: str | None = None,
-        statuses: tuple[str, ...] = ("pending",),
+        statuses: tuple[ReportStatus, ...] = (ReportStatus.PENDING,),
         limit: int = 100,
         after: tuple[str, str] | None = None,
     ) -> list[RunRecord]:
@@ -83,10 +92,11 @@ class Reports:
         return self._parse(rows)
 
     def settle_report(
-        self, run_id: str, owner: str, status: str, error: str | None = None
+        self, run_id: str, owner: str, status: ReportStatus, error: str | None = None
     ) -> None:
         """Record a delivery attempt's outcome and release the claim."""
-        sent_at = datetime.now(UTC).isoformat(timespec="seconds") if status == "sent" else None
+        sent = status == ReportStatus.SENT
+        sent_at = datetime.now(UTC).isoformat(timespec="seconds") if sent else None
         with self.write() as db:
             db.execute(
                 "UPDATE runs SET report_status = ?, report_error = ?, report_sent_at = ?,"
@@ -115,9 +125,10 @@ class Reports:
             rec = self.get(run_id_prefix)
             if rec is None:
                 raise StateError(f"no run {run_id_prefix!r} in the history")
-            where, args = "run_id = ? AND report_status IN ('pending', 'refused')", [rec.run_id]
+            where = f"run_id = ? AND report_status IN ({UNDELIVERED_SQL})"
+            args = [rec.run_id]
         else:
-            where, args = "report_status = 'refused'", []
+            where, args = f"report_status = '{ReportStatus.REFUSED}'", []
             if monitor is not None:
                 where += " AND monitor = ?"
                 args.append(monitor)
@@ -125,14 +136,14 @@ class Reports:
         args.append(time.time())
         with self.write() as db:
             ids = [row[0] for row in db.execute(f"SELECT run_id FROM runs WHERE {where}", args)]
-            db.executemany("UPDATE runs SET report_status = 'discarded' WHERE run_id = ?",
-                           [(i,) for i in ids])
+            db.executemany("UPDATE runs SET report_status = ? WHERE run_id = ?",
+                           [(ReportStatus.DISCARDED, i) for i in ids])
         return ids
 
     def report_backlog(self) -> dict[tuple[str, str], int]:
         """(monitor, status) → count, for pending and refused reports."""
         rows = self._read(
             "SELECT monitor, report_status, count(*) AS n FROM runs"
-            " WHERE report_status IN ('pending', 'refused') GROUP BY monitor, report_status"
+            f" WHERE report_status IN ({UNDELIVERED_SQL}) GROUP BY monitor, report_status"
         )
         return {(row["monitor"], row["report_status"]): row["n"] for row in rows}

@@ -190,7 +190,7 @@ class Since(click.ParamType):
 @click.option("--json", "as_json", is_flag=True, help="A JSON array, for scripts.")
 def history(monitor, limit, failed, since, as_json) -> int:
     """Show recent runs, newest first."""
-    from jobwrap import views
+    from jobwrap.views import history as views
 
     with _history() as store:
         records = store.recent(monitor=monitor, limit=limit, failed=failed, since=since)
@@ -209,8 +209,8 @@ def show(run_id, monitor, as_json) -> int:
 
     RUN_ID may be any unambiguous prefix of the id (the 8 characters `history` shows).
     """
-    from jobwrap import views
     from jobwrap.errors import StateError
+    from jobwrap.views import history as views
 
     if run_id and monitor:
         raise click.UsageError("give a RUN_ID or --monitor SLUG, not both")
@@ -235,8 +235,8 @@ def config_cmd(monitor, as_json) -> int:
     Precedence: flag > environment > user file > system file > default;
     in the files, [monitors.SLUG] beats the general sections.
     """
-    from jobwrap import views
     from jobwrap.config.settings import describe_all
+    from jobwrap.views import history as views
 
     view = describe_all(_resolve({"monitor": monitor}))
     click.echo(views.config_json(view) if as_json else views.config_table(view), nl=False)
@@ -258,8 +258,8 @@ def status(project, as_json, watch, every, watch_count) -> int:
       jobwrap status --project 9934826a-adb5-11ea-a64d-0242ac130004
       jobwrap status --watch     # refreshed every 5 s until Ctrl-C
     """
-    from jobwrap import views
     from jobwrap.status import gather
+    from jobwrap.views import history as views
 
     settings = _resolve({"idlemon_project": project})
     if watch:
@@ -319,9 +319,9 @@ def flush(monitor, budget, force, discard_refused, discard_id) -> int:
     Exits 0 when nothing is left to deliver, 1 otherwise.  --discard-refused and
     --discard RUN_ID (a prefix will do) drop reports instead; their runs stay in the history.
     """
-    from jobwrap import views
     from jobwrap.errors import UsageError
     from jobwrap.idlemon.flush import discard, flush_backlog
+    from jobwrap.views import history as views
 
     if discard_refused or discard_id:
         if discard_refused and discard_id:
@@ -342,8 +342,8 @@ def doctor(project) -> int:
     Prints one line per finding, what is wrong first, each with its fix; exits 1 if anything
     is wrong (a `note` is not).
     """
-    from jobwrap import views
     from jobwrap.doctor import diagnose, worst
+    from jobwrap.views import history as views
 
     findings = diagnose(_resolve({"idlemon_project": project}))
     click.echo(views.doctor_text(findings), nl=False)

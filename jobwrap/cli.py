@@ -190,13 +190,13 @@ class Since(click.ParamType):
 @click.option("--json", "as_json", is_flag=True, help="A JSON array, for scripts.")
 def history(monitor, limit, failed, since, as_json) -> int:
     """Show recent runs, newest first."""
-    from jobwrap.views import history as views
+    from jobwrap.views.history import history_json, history_table
 
     with _history() as store:
         records = store.recent(monitor=monitor, limit=limit, failed=failed, since=since)
     spark = _color() if monitor and sys.stdout.isatty() else None
-    click.echo(views.history_json(records) if as_json else
-               views.history_table(records, spark=spark), nl=False)
+    click.echo(history_json(records) if as_json else history_table(records, spark=spark),
+               nl=False)
     return ExitStatus.OK
 
 
@@ -210,7 +210,7 @@ def show(run_id, monitor, as_json) -> int:
     RUN_ID may be any unambiguous prefix of the id (the 8 characters `history` shows).
     """
     from jobwrap.errors import StateError
-    from jobwrap.views import history as views
+    from jobwrap.views.history import run_details, run_json
 
     if run_id and monitor:
         raise click.UsageError("give a RUN_ID or --monitor SLUG, not both")
@@ -220,8 +220,8 @@ def show(run_id, monitor, as_json) -> int:
         if monitor:
             raise StateError(f"no run of monitor {monitor!r} in the history")
         raise StateError(f"no run {run_id!r} in the history" if run_id else "no runs recorded yet")
-    click.echo(views.run_json(record) if as_json else
-               views.run_details(record, escape=sys.stdout.isatty()), nl=False)
+    click.echo(run_json(record) if as_json else run_details(record, escape=sys.stdout.isatty()),
+               nl=False)
     return ExitStatus.OK
 
 
@@ -236,10 +236,10 @@ def config_cmd(monitor, as_json) -> int:
     in the files, [monitors.SLUG] beats the general sections.
     """
     from jobwrap.config.settings import describe_all
-    from jobwrap.views import history as views
+    from jobwrap.views.config import config_json, config_table
 
     view = describe_all(_resolve({"monitor": monitor}))
-    click.echo(views.config_json(view) if as_json else views.config_table(view), nl=False)
+    click.echo(config_json(view) if as_json else config_table(view), nl=False)
     return ExitStatus.OK
 
 
@@ -259,17 +259,17 @@ def status(project, as_json, watch, every, watch_count) -> int:
       jobwrap status --watch     # refreshed every 5 s until Ctrl-C
     """
     from jobwrap.status import gather
-    from jobwrap.views import history as views
+    from jobwrap.views.status import status_json, status_text
 
     settings = _resolve({"idlemon_project": project})
     if watch:
         if as_json:
             raise click.UsageError("--watch shows the view for people: not with --json")
-        return _watch(lambda: views.status_text(gather(settings), color=_color()), every,
+        return _watch(lambda: status_text(gather(settings), color=_color()), every,
                       watch_count)
     report = gather(settings)
-    click.echo(views.status_json(report) if as_json else
-               views.status_text(report, color=_color()), nl=False)
+    click.echo(status_json(report) if as_json else status_text(report, color=_color()),
+               nl=False)
     return ExitStatus.FAILURE if report.problems else ExitStatus.OK
 
 
@@ -285,16 +285,14 @@ def _watch(frame, every: float, count: int | None) -> int:
     import time
     from datetime import datetime
 
+    from jobwrap.views.status import watch_frame
+
     in_place = sys.stdout.isatty()
     shown = 0
     try:
         while True:
             text = frame()
-            stamp = datetime.now().astimezone().strftime("%Y-%m-%d %H:%M:%S %Z")
-            header = f"every {every:g}s, Ctrl-C stops — {stamp}\n\n"
-            # Home and clear-below, then the frame: no flicker of an empty screen.
-            click.echo(("\x1b[H\x1b[J" if in_place else "") + header + text
-                       + ("" if in_place else "\n"), nl=False)
+            click.echo(watch_frame(text, every, datetime.now().astimezone(), in_place), nl=False)
             shown += 1
             if count is not None and shown >= count:
                 return ExitStatus.OK
@@ -321,16 +319,16 @@ def flush(monitor, budget, force, discard_refused, discard_id) -> int:
     """
     from jobwrap.errors import UsageError
     from jobwrap.idlemon.flush import discard, flush_backlog
-    from jobwrap.views import history as views
+    from jobwrap.views.flush import flush_text
 
     if discard_refused or discard_id:
         if discard_refused and discard_id:
             raise UsageError("--discard-refused and --discard RUN_ID: choose one")
         summary = discard(_resolve({}), run_id=discard_id, monitor=monitor)
-        click.echo(views.flush_text(summary), nl=False)
+        click.echo(flush_text(summary), nl=False)
         return ExitStatus.OK
     summary = flush_backlog(_resolve({}), monitor=monitor, budget_s=budget, force=force)
-    click.echo(views.flush_text(summary), nl=False)
+    click.echo(flush_text(summary), nl=False)
     return ExitStatus.FAILURE if summary.left else ExitStatus.OK
 
 
@@ -343,10 +341,10 @@ def doctor(project) -> int:
     is wrong (a `note` is not).
     """
     from jobwrap.doctor import diagnose, worst
-    from jobwrap.views import history as views
+    from jobwrap.views.doctor import doctor_text
 
     findings = diagnose(_resolve({"idlemon_project": project}))
-    click.echo(views.doctor_text(findings), nl=False)
+    click.echo(doctor_text(findings), nl=False)
     return worst(findings)
 
 

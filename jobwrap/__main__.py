@@ -1,5 +1,5 @@
 """``python -m jobwrap``: the same entry point as the console script."""
 
-from jobwrap.cli import main
+from jobwrap.cli.main import main
 
 main()

@@ -266,7 +266,7 @@ def test_settings_are_a_frozen_typed_record():
 
 
 def test_every_run_option_maps_to_a_setting():
-    from jobwrap.cli import run
+    from jobwrap.cli.run import run
     from jobwrap.config.table import SETTINGS
 
     handled_by_run = {"command", "metas", "counts", "summary_json", "dry_run",

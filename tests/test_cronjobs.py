@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from jobwrap.cli import _run_line_problem
+from jobwrap.cli.run import run_line_problem
 from jobwrap.cron.check import check
 from jobwrap.cron.table import parse_jobs
 
@@ -92,7 +92,7 @@ def test_check_lists_each_job_with_its_next_time_then_the_bad_lines(tmp_path: Pa
 def check_text(tmp_path: Path, text: str, **kw):
     crontab = tmp_path / "crontab"
     crontab.write_text(text)
-    return check(crontab, T0, validate_run=_run_line_problem, env={"PATH": "/usr/bin:/bin"}, **kw)
+    return check(crontab, T0, validate_run=run_line_problem, env={"PATH": "/usr/bin:/bin"}, **kw)
 
 
 @pytest.mark.parametrize(

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from jobwrap.cli import cli
+from jobwrap.cli.main import cli
 from jobwrap.cron.crontab import read_crontab
 from jobwrap.output.patterns import parse_pattern_spec
 from tests.fakes.idlemon_server import TOKEN, IdlemonServer

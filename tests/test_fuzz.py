@@ -18,7 +18,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from jobwrap.cli import _main, run
+from jobwrap.cli.main import _main
+from jobwrap.cli.run import run
 from tests.helpers import jobwrap
 
 FUZZ = settings(max_examples=60, deadline=None, database=None,

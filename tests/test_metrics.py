@@ -128,7 +128,7 @@ def test_an_unusable_metrics_dir_is_a_warning_and_the_status_stands(tmp_path):
 
 
 def test_the_metrics_module_is_not_imported_without_the_option():
-    code = ("import sys; from jobwrap.cli import main\n"
+    code = ("import sys; from jobwrap.cli.main import main\n"
             "try:\n    main(['run', '--', 'true'])\nexcept SystemExit:\n    pass\n"
             "assert 'jobwrap.run.metrics' not in sys.modules\n"
             "assert 'prometheus_client' not in sys.modules\n")

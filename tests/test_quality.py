@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from jobwrap.cli import cli
+from jobwrap.cli.main import cli
 from tests.helpers import jobwrap
 
 ROOT = Path(__file__).resolve().parent.parent

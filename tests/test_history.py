@@ -224,3 +224,14 @@ def test_the_undelivered_statuses_are_spelled_as_the_partial_index_expects(tmp_p
         plan = " ".join(str(row[3]) for row in
                         history.conn.execute("EXPLAIN QUERY PLAN " + bound, UNDELIVERED))
         assert "runs_by_report" not in plan  # why the statuses go into the text
+
+
+@pytest.mark.parametrize("args", [["show", "\udcff"], ["show", "-m", "\udcff"],
+                                  ["history", "-m", "\udcff"]])
+def test_a_lookup_that_is_not_utf8_is_one_line_and_exit_2(args):
+    run = jobwrap("run", "--", "true")
+    assert run.returncode == 0
+    argv = [os.fsencode(a) for a in args]  # the raw bytes, as a shell would pass $'\xff'
+    result = subprocess.run([*JOBWRAP, *argv], capture_output=True, timeout=60)
+    assert result.returncode == 2
+    assert result.stderr.count(b"\n") == 1 and b"not UTF-8" in result.stderr

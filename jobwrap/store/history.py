@@ -30,7 +30,7 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
-from jobwrap.errors import StateError
+from jobwrap.errors import StateError, UsageError
 from jobwrap.store import spool
 from jobwrap.store import sqlite as sqlitedb
 from jobwrap.store.files import private_dir
@@ -266,6 +266,9 @@ class History(Reports):
             return self.conn.execute(sql, args).fetchall()
         except sqlite3.Error as exc:
             raise StateError(f"cannot read the history {self.path}: {exc}") from None
+        except UnicodeEncodeError:  # a run id or slug from argv holding non-UTF-8 bytes
+            raise UsageError("the run id or monitor to look up is not UTF-8 text: no run "
+                             "can match it") from None
 
 
 def _drop_old_output(db: sqlite3.Connection, job: str) -> None:
@@ -335,3 +338,4 @@ def _open_read_only(path: Path, cause: BaseException, busy_timeout_ms: int) -> H
         conn.close()
         raise StateError(f"{path} was written by a newer jobwrap (schema {found})")
     return History(conn, path, read_only=True)
+

@@ -29,15 +29,9 @@ from jobwrap.idlemon.report import (
 )
 from jobwrap.output.patterns import Kind, PatternSpec, check_unique, parse_pattern_spec
 from jobwrap.process.child import ensure_standard_fds
-from jobwrap.process.spawn import (
-    FORWARDED_SIGNALS,
-    STOP_SIGNALS,
-    RunResult,
-    RunSpec,
-    new_run_id,
-    run_command,
-)
+from jobwrap.process.spawn import RunResult, RunSpec, new_run_id, run_command
 from jobwrap.run.hooks import HookSettings
+from jobwrap.run.signals import Sending, SignalGuard, Stopped
 from jobwrap.store.history import History, RunRecord, open_history
 from jobwrap.store.record import storable
 
@@ -294,10 +288,10 @@ def make_record(settings: RunSettings, result: RunResult,
 def run_job(settings: RunSettings, warn: Warn = warn_stderr) -> int:
     """Run the command, record the run, report it, write the summary; return the exit status."""
     ensure_standard_fds()  # before any file is opened: a closed fd 1 must not become the lock
-    with _SignalGuard() as guard:
+    with SignalGuard() as guard:
         try:
             record = _run_guarded(settings, guard, warn)
-        except _Stopped as stop:  # a signal before the command started: it never will
+        except Stopped as stop:  # a signal before the command started: it never will
             warn(f"stopped by {signal_name(stop.args[0])} before the command started")
             return ExitStatus.SIGNAL_BASE + stop.args[0]
         guard.after_child = True  # from here a signal stops the hook, never the record
@@ -305,7 +299,7 @@ def run_job(settings: RunSettings, warn: Warn = warn_stderr) -> int:
         return record.exit_code
 
 
-def _tell(settings: RunSettings, record: RunRecord, guard: _SignalGuard, warn: Warn) -> None:
+def _tell(settings: RunSettings, record: RunRecord, guard: SignalGuard, warn: Warn) -> None:
     """After the run is recorded: the metrics textfile, then the hook.  Contained."""
     try:
         if settings.metrics_dir is not None:
@@ -324,7 +318,7 @@ def _tell(settings: RunSettings, record: RunRecord, guard: _SignalGuard, warn: W
              "its exit status is unaffected")
 
 
-def _run_guarded(settings: RunSettings, guard: _SignalGuard, warn: Warn) -> RunRecord:
+def _run_guarded(settings: RunSettings, guard: SignalGuard, warn: Warn) -> RunRecord:
     run_id = new_run_id()  # one id for the lock file, the history row and the report
     held = None
     if settings.lock is not None:
@@ -397,7 +391,7 @@ def _fleet_slot(schedule: str | None):
     return Slot(fire, keep.total_seconds())
 
 
-def _run_locked(settings: RunSettings, run_id: str, held, guard: _SignalGuard,
+def _run_locked(settings: RunSettings, run_id: str, held, guard: SignalGuard,
                 warn: Warn) -> RunRecord:
     dependency = _open_dependency(settings, warn)
     if dependency is not None and dependency.settings.require_up != "off":
@@ -507,7 +501,7 @@ def skipped_record(settings: RunSettings, reason: str, run_id: str | None = None
 
 
 def finish_run(settings: RunSettings, record: RunRecord, warn: Warn,
-               guard: _SignalGuard | None = None, history: History | None = None) -> RunRecord:
+               guard: SignalGuard | None = None, history: History | None = None) -> RunRecord:
     """Everything after the child: contained, so the run's exit status always stands.
 
     ``history``: the one the run's start was written to (closed here).
@@ -523,7 +517,7 @@ def finish_run(settings: RunSettings, record: RunRecord, warn: Warn,
 
 
 def _store_and_report(settings: RunSettings, record: RunRecord, warn: Warn,
-                      guard: _SignalGuard | None, opened: History | None) -> RunRecord:
+                      guard: SignalGuard | None, opened: History | None) -> RunRecord:
     report = settings.report
     reason = not_sent_reason(report.policy, settings.monitor, record)
     to_send = reason is None
@@ -618,13 +612,13 @@ def _spool(state_dir: Path, record: RunRecord, warn: Warn, problem: str = "",
 
 
 def _deliver(settings: RunSettings, record: RunRecord, history: History | None,
-             warn: Warn, guard: _SignalGuard | None) -> RunRecord:
+             warn: Warn, guard: SignalGuard | None) -> RunRecord:
     from jobwrap.idlemon.client import IdlemonClient
     from jobwrap.idlemon.delivery import Deliverer, DeliveryOutcome
 
     report = settings.report
     outcome = DeliveryOutcome(pending=[(record.run_id, "interrupted by a signal")])
-    with _Sending(guard), IdlemonClient(report.base_url, report.token or "") as client:
+    with Sending(guard), IdlemonClient(report.base_url, report.token or "") as client:
         deliverer = Deliverer(history, lambda _slug: client, report.budget_s)
         # Older reports of this monitor first, then this run's, so Idlemon's latest log is
         # the newest run.  They cannot hide a failure: this run reports, so it tells Idlemon
@@ -665,81 +659,6 @@ def _describe_request(settings: RunSettings, record: RunRecord) -> str:
     return client.log_request(settings.monitor or "", duration_s, metas).describe(masked=True)
 
 
-class _SignalGuard:
-    """The forwarded signals (TERM, INT, HUP, QUIT, USR1, USR2) for the whole run.
-
-    A signal that was ignored when jobwrap started (``nohup``, a background job of a
-    non-interactive shell) gets no handler, so it stays ignored for jobwrap and the child.
-    Before the child starts (waiting for a lock, asking ProMonitor) the others abort the run,
-    as they would have aborted the command.  While the child runs the runner gets them
-    (:meth:`attach`).  After the child they are absorbed so the run's status stands; a stop
-    signal (TERM, INT, HUP) also ends the sending of its report, which stays pending for a
-    later run or flush — ``stopping`` says one came.
-    """
-
-    def __init__(self) -> None:
-        self.old: dict = {}
-        self.forward: Callable[[int], None] | None = None
-        self.after_child = False
-        self.sending = False
-        self.received: int | None = None
-
-    def __enter__(self) -> _SignalGuard:
-        import signal
-        import threading
-
-        if threading.current_thread() is threading.main_thread():
-            for signum in FORWARDED_SIGNALS:
-                if signal.getsignal(signum) != signal.SIG_IGN:
-                    self.old[signum] = signal.signal(signum, self._on_signal)
-        return self
-
-    def attach(self, forward: Callable[[int], None] | None) -> None:
-        """The runner's hand-over: signals go to ``forward`` until it passes None (reaped)."""
-        self.forward = forward
-        if forward is None:
-            self.after_child = True
-
-    def _on_signal(self, signum: int, _frame: object) -> None:
-        if self.forward is not None:
-            self.forward(signum)
-            return
-        if not self.after_child:
-            raise _Stopped(signum)
-        if signum in STOP_SIGNALS:
-            self.received = signum
-            if self.sending:
-                raise _Stopped(signum)
-
-    @property
-    def stopping(self) -> bool:
-        return self.received is not None
-
-    def __exit__(self, exc_type, exc, tb) -> None:
-        import signal
-
-        for signum, handler in self.old.items():
-            signal.signal(signum, handler)
-
-
-class _Sending:
-    """While reports are sent, a stop signal ends the sending (the report stays pending)."""
-
-    def __init__(self, guard: _SignalGuard | None) -> None:
-        self.guard = guard
-
-    def __enter__(self) -> None:
-        if self.guard is not None:
-            self.guard.sending = True
-
-    def __exit__(self, exc_type, exc, tb) -> bool:
-        if self.guard is not None:
-            self.guard.sending = False
-        return exc_type is _Stopped
-
-
-class _Stopped(BaseException):
-    """Raised by a signal handler; a BaseException so no library swallows it."""
 
 
 def write_summary(path: Path, record: RunRecord, warn: Warn) -> None:

@@ -15,6 +15,7 @@ import sys
 from datetime import timedelta
 
 from jobwrap.errors import ExitStatus, signal_name
+from jobwrap.idlemon.report import may_report
 from jobwrap.process.child import ensure_standard_fds
 from jobwrap.process.spawn import RunResult, RunSpec, new_run_id, run_command
 from jobwrap.run.options import RunSettings, Warn
@@ -89,8 +90,7 @@ def _run_locked(settings: RunSettings, run_id: str, held, guard: SignalGuard,
         if decision is not None and not decision.run:
             return finish_run(settings, skipped_record(settings, decision.message, run_id),
                               warn)
-    may_send = settings.monitor and settings.report.token and settings.report.policy != "never"
-    if may_send and not settings.report.dry_run:
+    if may_report(settings.report, settings.monitor):
         from jobwrap.idlemon.delivery import prewarm_http
 
         prewarm_http()

@@ -10,7 +10,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from jobwrap.errors import JobwrapError
-from jobwrap.idlemon.report import BACKLOG_PER_RUN, LEASE_MARGIN_S, NOT_SENT, not_sent_reason
+from jobwrap.idlemon.report import LEASE_MARGIN_S, plan_report
 from jobwrap.run.options import RunSettings, Warn
 from jobwrap.run.record import write_summary
 from jobwrap.run.signals import Sending, SignalGuard
@@ -39,39 +39,12 @@ def finish_run(settings: RunSettings, record: RunRecord, warn: Warn,
 
 def _store_and_report(settings: RunSettings, record: RunRecord, warn: Warn,
                       guard: SignalGuard | None, opened: History | None) -> RunRecord:
-    report = settings.report
-    reason = not_sent_reason(report.policy, settings.monitor, record)
-    to_send = reason is None
-    if report.dry_run:  # recorded like any run; says what it would send, or why nothing
-        if reason is None:
-            warn("dry run: would send\n" + _describe_request(settings, record))
-        else:
-            warn(f"dry run: nothing would be sent: {NOT_SENT[reason]}")
-        record = replace(record, report_error=reason or "dry run")
-        _store(settings.state_dir, record, warn, opened, claim=False, lease=report.budget_s)
-        return record
-    if reason is not None:
-        record = replace(record, report_error=reason)  # history/show/status say why
-    if to_send and settings.report_problem:
-        # Where to report is broken, not the run: keep the report with the reason, so
-        # `jobwrap flush` sends it once the configuration is fixed.
-        warn(f"warning: cannot report to Idlemon: {settings.report_problem}; the report is "
-             "kept for `jobwrap flush`")
-        record = replace(record, report_status="pending", report_error=settings.report_problem)
-        _store(settings.state_dir, record, warn, opened, claim=False, lease=report.budget_s)
-        return record
-    if to_send and not report.token:
-        warn(
-            f"warning: no Idlemon token (JOBWRAP_IDLEMON_TOKEN or the config file): "
-            f"the run of {settings.monitor!r} is recorded locally only "
-            "(JOBWRAP_REPORT=never silences this)"
-        )
-        to_send = False
-        record = replace(record, report_error="no token")
-    if to_send:
-        record = replace(record, report_status="pending")
+    plan = plan_report(settings.report, settings.monitor, record, settings.report_problem)
+    if plan.say:
+        warn(plan.say)
+    record, to_send = plan.record, plan.send
     history = _store(settings.state_dir, record, warn, opened, claim=to_send,
-                     lease=report.budget_s)
+                     lease=settings.report.budget_s)
     if not to_send:
         return record
     try:
@@ -134,47 +107,16 @@ def _spool(state_dir: Path, record: RunRecord, warn: Warn, problem: str = "",
 
 def _deliver(settings: RunSettings, record: RunRecord, history: History | None,
              warn: Warn, guard: SignalGuard | None) -> RunRecord:
-    from jobwrap.idlemon.client import IdlemonClient
-    from jobwrap.idlemon.delivery import Deliverer, DeliveryOutcome
+    """Hand the stored, claimed run over to Idlemon's delivery; a stop signal ends it."""
+    from jobwrap.idlemon.delivery import DeliveryOutcome, deliver_run
 
-    report = settings.report
     outcome = DeliveryOutcome(pending=[(record.run_id, "interrupted by a signal")])
-    with Sending(guard), IdlemonClient(report.base_url, report.token or "") as client:
-        deliverer = Deliverer(history, lambda _slug: client, report.budget_s)
-        # Older reports of this monitor first, then this run's, so Idlemon's latest log is
-        # the newest run.  They cannot hide a failure: this run reports, so it tells Idlemon
-        # the job is active right after them.
-        claimed = [] if history is None else history.claim_reports(
-            record.run_id, report.budget_s + LEASE_MARGIN_S,
-            monitor=settings.monitor, limit=BACKLOG_PER_RUN,
-        )  # with this run's own, which it already holds
-        backlog = [r for r in claimed if r.run_id != record.run_id]
-        done = deliverer.deliver([*backlog, record], owner=record.run_id)
-        outcome = _own_outcome(done, record.run_id)
-        for note in deliverer.notes:  # delivered, but Idlemon's answer was odd: said once
-            warn(f"warning: {note}")
+    notes: list[str] = []
+    with Sending(guard):
+        outcome, notes = deliver_run(record, history, settings.report)
+    for note in notes:  # delivered, but Idlemon's answer was odd: said once
+        warn(f"warning: {note}")
     if outcome.last_problem:
         kept = "kept for `jobwrap flush`" if history is not None else "lost: no history"
         warn(f"warning: report not delivered ({kept}): {outcome.last_problem}")
-    status = "sent" if outcome.sent else ("refused" if outcome.refused else "pending")
-    return replace(record, report_status=status, report_error=outcome.last_problem)
-
-
-def _own_outcome(done, run_id: str):
-    """The delivery outcome of this run's own report, out of one with its backlog's."""
-    from jobwrap.idlemon.delivery import DeliveryOutcome
-
-    return DeliveryOutcome(
-        sent=[r for r in done.sent if r == run_id],
-        refused=[(r, why) for r, why in done.refused if r == run_id],
-        pending=[(r, why) for r, why in done.pending if r == run_id],
-    )
-
-
-def _describe_request(settings: RunSettings, record: RunRecord) -> str:
-    from jobwrap.idlemon.client import IdlemonClient
-    from jobwrap.idlemon.report import log_body
-
-    duration_s, metas = log_body(record)
-    client = IdlemonClient(settings.report.base_url, settings.report.token or "<token>")
-    return client.log_request(settings.monitor or "", duration_s, metas).describe(masked=True)
+    return replace(record, report_status=outcome.status, report_error=outcome.last_problem)

@@ -32,9 +32,11 @@ class DeliveryOutcome:
         return problems[-1][1] if problems else None
 
     @property
-    def status(self) -> str:
+    def status(self) -> ReportStatus:
         """The status of one report once its delivery is over: sent, refused, else pending."""
-        return "sent" if self.sent else ("refused" if self.refused else "pending")
+        if self.sent:
+            return ReportStatus.SENT
+        return ReportStatus.REFUSED if self.refused else ReportStatus.PENDING
 
 
 ClientFor = Callable[[str], object]  # monitor slug -> IdlemonClient (or raises ConfigError)

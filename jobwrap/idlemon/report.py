@@ -119,16 +119,16 @@ def plan_report(report: ReportSettings, monitor: str | None, record: RunRecord,
     if reason is not None:  # history/show/status say why
         return RunReport(replace(record, report_error=reason), False)
     if problem:  # where to report is broken, not the run
-        return RunReport(replace(record, report_status="pending", report_error=problem), False,
-                         f"warning: cannot report to Idlemon: {problem}; the report is "
-                         "kept for `jobwrap flush`")
+        kept = replace(record, report_status=ReportStatus.PENDING, report_error=problem)
+        return RunReport(kept, False, f"warning: cannot report to Idlemon: {problem}; the "
+                                      "report is kept for `jobwrap flush`")
     if not report.token:
         return RunReport(replace(record, report_error="no token"), False, (
             f"warning: no Idlemon token (JOBWRAP_IDLEMON_TOKEN or the config file): "
             f"the run of {monitor!r} is recorded locally only "
             "(JOBWRAP_REPORT=never silences this)"
         ))
-    return RunReport(replace(record, report_status="pending"), True)
+    return RunReport(replace(record, report_status=ReportStatus.PENDING), True)
 
 
 def describe_request(report: ReportSettings, monitor: str | None, record: RunRecord) -> str:

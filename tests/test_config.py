@@ -283,7 +283,7 @@ def test_an_unknown_flag_fails_loudly_instead_of_being_ignored():
 
 def test_one_true_false_word_list_for_flags_files_env_and_locks():
     from jobwrap.config.values import FALSE_WORDS, TRUE_WORDS, parse_bool, parse_require_up
-    from jobwrap.run.job import _lock_name
+    from jobwrap.run.options import _lock_name
 
     for word in TRUE_WORDS:
         assert parse_bool(word.upper()) is True

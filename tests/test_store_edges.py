@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from jobwrap.run.job import write_summary
+from jobwrap.run.record import write_summary
 from jobwrap.store import lock
 from jobwrap.store.history import DB_NAME, RunRecord, open_history
 from tests.fakes import Reply

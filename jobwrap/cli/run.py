@@ -113,7 +113,8 @@ anchor at line boundaries) and see at least the first 64 KiB of each line.
 @click.option("--cron-slot", hidden=True)
 @click.argument("command", nargs=-1, type=click.UNPROCESSED)
 def run(command, metas, counts, summary_json, dry_run, cron_slot, **flags) -> int:
-    from jobwrap.run.job import build_run_settings, run_job
+    from jobwrap.run.job import run_job
+    from jobwrap.run.options import build_run_settings
 
     settings = resolve_flags(flags)
     run_settings = build_run_settings(settings, tuple(command), metas, counts, summary_json,
@@ -127,7 +128,7 @@ def run_line_problem(arguments, env) -> str | None:
     The real `run` parser and settings, with the line's environment; nothing runs.
     """
     from jobwrap.config.settings import resolve
-    from jobwrap.run.job import build_run_settings
+    from jobwrap.run.options import build_run_settings
 
     try:
         ctx = run.make_context("run", list(arguments), resilient_parsing=False)

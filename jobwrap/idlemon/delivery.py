@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from jobwrap.errors import ApiError, ConfigError, TransientApiError
-from jobwrap.idlemon.report import ReportSettings, log_body
+from jobwrap.idlemon.report import BACKLOG_PER_RUN, LEASE_MARGIN_S, ReportSettings, log_body
 from jobwrap.store.history import History, RunRecord
 from jobwrap.store.record import UNDELIVERED, ReportStatus
 
@@ -30,6 +30,13 @@ class DeliveryOutcome:
     def last_problem(self) -> str | None:
         problems = self.pending + self.refused
         return problems[-1][1] if problems else None
+
+    @property
+    def status(self) -> ReportStatus:
+        """The status of one report once its delivery is over: sent, refused, else pending."""
+        if self.sent:
+            return ReportStatus.SENT
+        return ReportStatus.REFUSED if self.refused else ReportStatus.PENDING
 
 
 ClientFor = Callable[[str], object]  # monitor slug -> IdlemonClient (or raises ConfigError)
@@ -111,6 +118,34 @@ class Deliverer:
                 error: str | None = None) -> None:
         if self.history is not None:
             self.history.settle_report(run_id, owner, status, error)
+
+
+def deliver_run(record: RunRecord, history: History | None,
+                report: ReportSettings) -> tuple[DeliveryOutcome, list[str]]:
+    """Deliver a run's report, claimed by the run and stored, with its monitor's backlog.
+
+    Older reports of the monitor first (at most ``BACKLOG_PER_RUN``), then the run's, so
+    Idlemon's latest log is the newest run.  They cannot hide a failure: only a run that
+    reports delivers a backlog, and it tells Idlemon the job is active right after them.
+    Returns the outcome of the run's own report and the notes to say (delivered, but
+    Idlemon's answer was odd).
+    """
+    from jobwrap.idlemon.client import IdlemonClient
+
+    with IdlemonClient(report.base_url, report.token or "") as client:
+        deliverer = Deliverer(history, lambda _slug: client, report.budget_s)
+        claimed = [] if history is None else history.claim_reports(
+            record.run_id, report.budget_s + LEASE_MARGIN_S,
+            monitor=record.monitor, limit=BACKLOG_PER_RUN,
+        )  # with this run's own, which it already holds
+        backlog = [r for r in claimed if r.run_id != record.run_id]
+        done = deliverer.deliver([*backlog, record], owner=record.run_id)
+    own = DeliveryOutcome(
+        sent=[r for r in done.sent if r == record.run_id],
+        refused=[(r, why) for r, why in done.refused if r == record.run_id],
+        pending=[(r, why) for r, why in done.pending if r == record.run_id],
+    )
+    return own, deliverer.notes
 
 
 def new_owner() -> str:

@@ -10,13 +10,14 @@ failure.  ``jobwrap flush`` delivers the rest.
 Monitoring never changes the job's outcome: nothing here raises for an HTTP problem; the
 outcome is a status stored in the history and at most one line on stderr.
 
-This module is what every run needs (the policy and the body); :mod:`jobwrap.idlemon.delivery`, the
-sending, is imported only by a run that reports and by ``flush``.
+This module is what every run needs (the policy, :func:`plan_report`, and the body);
+:mod:`jobwrap.idlemon.delivery`, the sending (a run with its backlog: ``deliver_run``), is
+imported only by a run that reports and by ``flush``.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 
 from jobwrap.store.history import RunRecord
@@ -83,6 +84,60 @@ def not_sent_reason(policy: str, monitor: str | None, record: RunRecord) -> str 
     if not wants_report(policy, record):
         return "failed"
     return None
+
+
+def may_report(report: ReportSettings, monitor: str | None) -> bool:
+    """Whether a run of ``monitor`` may send a report at all (so the HTTP stack is worth
+    warming up while the job runs)."""
+    return bool(monitor and report.token and report.policy != "never" and not report.dry_run)
+
+
+@dataclass(frozen=True)
+class RunReport:
+    """What a run's report does: the record as stored, whether it is sent now, what to say."""
+
+    record: RunRecord  # with the report status and error the history keeps
+    send: bool  # stored claimed by this process and delivered now, with its backlog
+    say: str | None = None  # one line (or a dry run's request) for stderr
+
+
+def plan_report(report: ReportSettings, monitor: str | None, record: RunRecord,
+                problem: str | None = None) -> RunReport:
+    """What a run sends and when.  ``problem``: why reports cannot be sent (token, URL).
+
+    A run that sends nothing keeps why as its ``report_error`` (a key of :data:`NOT_SENT`);
+    one that cannot be sent now for a reason of configuration is kept ``pending`` with the
+    reason, so ``jobwrap flush`` sends it once the configuration is fixed.
+    """
+    reason = not_sent_reason(report.policy, monitor, record)
+    if report.dry_run:  # recorded like any run; says what it would send, or why nothing
+        if reason is None:
+            say = "dry run: would send\n" + describe_request(report, monitor, record)
+        else:
+            say = f"dry run: nothing would be sent: {NOT_SENT[reason]}"
+        return RunReport(replace(record, report_error=reason or "dry run"), False, say)
+    if reason is not None:  # history/show/status say why
+        return RunReport(replace(record, report_error=reason), False)
+    if problem:  # where to report is broken, not the run
+        kept = replace(record, report_status=ReportStatus.PENDING, report_error=problem)
+        return RunReport(kept, False, f"warning: cannot report to Idlemon: {problem}; the "
+                                      "report is kept for `jobwrap flush`")
+    if not report.token:
+        return RunReport(replace(record, report_error="no token"), False, (
+            f"warning: no Idlemon token (JOBWRAP_IDLEMON_TOKEN or the config file): "
+            f"the run of {monitor!r} is recorded locally only "
+            "(JOBWRAP_REPORT=never silences this)"
+        ))
+    return RunReport(replace(record, report_status=ReportStatus.PENDING), True)
+
+
+def describe_request(report: ReportSettings, monitor: str | None, record: RunRecord) -> str:
+    """The request a run's report is (token masked), as ``--dry-run`` shows it."""
+    from jobwrap.idlemon.client import IdlemonClient
+
+    duration_s, metas = log_body(record)
+    client = IdlemonClient(report.base_url, report.token or "<token>")
+    return client.log_request(monitor or "", duration_s, metas).describe(masked=True)
 
 
 def why_not_sent(record: RunRecord) -> str | None:

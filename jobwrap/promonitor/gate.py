@@ -46,6 +46,7 @@ class DependencyCheck:
         self.state: Any = None
         self.notes: list[str] = []  # warnings from the background, said after the job
         self.thread: threading.Thread | None = None
+        self.state_said = False  # the gate already told why the state is unknown
 
     def _open(self) -> bool:
         """Set up the client and the shared cache; False (with a note) when that fails."""
@@ -117,6 +118,7 @@ class DependencyCheck:
             self._say_notes()
         if decision.message:
             self.warn(decision.message)
+            self.state_said = True  # one failure, one line: metas_after does not repeat it
         return decision
 
     def start(self) -> None:
@@ -150,10 +152,13 @@ class DependencyCheck:
         metas: list[tuple[str, str]] = []
         if isinstance(state, DependencyState):
             metas += state.metas()
-        elif state is not None:
+        elif state is not None and not self.state_said:
             self.warn(f"warning: {state.message}")
-        if failed and self.check is not None and (self.thread is None or
-                                                  not self.thread.is_alive()):
+        unavailable = state is not None and not isinstance(state, DependencyState)
+        # ProMonitor could not be asked about the state: asking for its checks would fail the
+        # same way, and say so a second time.
+        if failed and self.check is not None and not unavailable and (
+                self.thread is None or not self.thread.is_alive()):
             diagnosis = self.check.diagnose(self.settings.monitor_id, ended_at.timestamp(),
                                             started_at=started_at.timestamp())
             if diagnosis is not None:

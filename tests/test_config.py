@@ -269,8 +269,9 @@ def test_every_run_option_maps_to_a_setting():
     from jobwrap.cli.run import run
     from jobwrap.config.table import SETTINGS
 
+    # cron_slot and run_id are internal: jobwrap cron passes them (cron/launch.py, instances.py)
     handled_by_run = {"command", "metas", "counts", "summary_json", "dry_run",
-                      "cron_slot"}  # internal: jobwrap cron names the slot (cron/launch.py)
+                      "cron_slot", "run_id"}
     settings = {s.name for s in SETTINGS}
     params = {p.name for p in run.params}
     assert params - handled_by_run <= settings, params - handled_by_run - settings

@@ -511,3 +511,21 @@ def _wait_for(condition: Callable[[], bool], timeout: float = 10) -> bool:
             return True
         time.sleep(0.02)
     return False
+
+
+def test_start_and_exit_events_name_the_run_they_recorded(cron) -> None:
+    supervised = cron(
+        "* * * * * * echo plain\n"
+        "* * * * * * jobwrap run -m named -- echo direct\n",
+        code=RUN_CRON, env={"JOBWRAP_CRON_SECONDS": "1"},
+    )
+    ids = {}
+    for line in (1, 2):
+        start = supervised.event("start", line=line)
+        done = supervised.event("exit", pid=start["pid"])
+        assert done["run_id"] == start["run_id"]
+        ids[line] = done["run_id"]
+    assert supervised.stop() == 0
+    recorded = {r["run_id"]: r for r in history()}
+    assert recorded[ids[1]]["command"] == "/bin/sh -c 'echo plain'"
+    assert recorded[ids[2]]["monitor"] == "named"

@@ -14,13 +14,19 @@ if TYPE_CHECKING:
 
 
 class Duration(click.ParamType):
+    """A duration (``90s``, ``5m``); with ``off``: also ``0``, which turns the setting off."""
+
     name = "DURATION"
 
-    def convert(self, value, param, ctx):
-        from jobwrap.config.values import parse_duration
+    def __init__(self, off: bool = False) -> None:
+        self.off = off
 
+    def convert(self, value, param, ctx):
+        from jobwrap.config.values import parse_duration, parse_timeout
+
+        parse = parse_timeout if self.off else parse_duration
         try:
-            return parse_duration(value, f"--{param.name.replace('_', '-')}" if param else "")
+            return parse(value, f"--{param.name.replace('_', '-')}" if param else "")
         except JobwrapError as exc:
             self.fail(str(exc), param, ctx)
 

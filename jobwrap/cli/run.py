@@ -42,13 +42,46 @@ anchor at line boundaries) and see at least the first 64 KiB of each line.
 """
 
 
+# Options whose value is optional take it only attached (`--lock=NAME`): a bare `--lock` never
+# swallows the command's first word (`jobwrap run --lock backup.sh` runs backup.sh).
+ATTACHED_ONLY = {"--lock": "", "--require-up": "on"}
+
+
+class RunCommand(click.Command):
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        return super().parse_args(ctx, attach_optional_values(args, self.params))
+
+
+def attach_optional_values(args: list[str], params: list[click.Parameter]) -> list[str]:
+    """``args`` with each bare ATTACHED_ONLY option given its value, up to the command."""
+    takes_value = {opt for p in params if isinstance(p, click.Option)
+                   and not p.is_flag and not p.count and p.opts[0] not in ATTACHED_ONLY
+                   for opt in p.opts}
+    out: list[str] = []
+    rest = iter(args)
+    for arg in rest:
+        if arg == "--" or arg == "-" or not arg.startswith("-"):
+            return [*out, arg, *rest]  # the command and its own arguments, untouched
+        if arg in ATTACHED_ONLY:
+            arg = f"{arg}={ATTACHED_ONLY[arg]}"
+        out.append(arg)
+        if arg in takes_value:  # its value is the next word (not `--opt=value`, not `-mX`)
+            value = next(rest, None)
+            if value is not None:
+                out.append(value)
+    return out
+
+
 @click.command(
+    cls=RunCommand,
     help=RUN_HELP,
     context_settings={"allow_interspersed_args": False},
     short_help="Run a command under supervision and record the run.",
 )
 @click.option("-m", "--monitor", metavar="SLUG", help="Idlemon monitor slug [env JOBWRAP_MONITOR].")
-@click.option("--timeout", type=Duration(), help="Stop the whole process tree after this long.")
+@click.option("--timeout", type=Duration(off=True),
+              help="Stop the whole process tree after this long (0: no timeout, even if "
+                   "configured).")
 @click.option(
     "--kill-after", type=Duration(),
     help="After a SIGTERM (timeout or a stop signal), SIGKILL after this (10s).",
@@ -77,7 +110,8 @@ anchor at line boundaries) and see at least the first 64 KiB of each line.
 @click.option(
     "--report",
     type=click.Choice(["success", "always", "never"]),
-    help="Which runs send an Idlemon log: success (default), always, never.",
+    metavar="POLICY",
+    help="Which runs send an Idlemon log: success (the default), always or never.",
 )
 @click.option(
     "--report-timeout", type=Duration(), help="Total time reporting may take after the run (30s)."
@@ -111,14 +145,16 @@ anchor at line boundaries) and see at least the first 64 KiB of each line.
 # Internal: the schedule slot `jobwrap cron` fired an overlap=skip line for (FIRE/SECONDS);
 # with a lock URL the run takes the fleet lock and claims exactly that slot (cron/launch.py).
 @click.option("--cron-slot", hidden=True)
+# Internal: the run id `jobwrap cron` chose, so its start and exit events name the run.
+@click.option("--run-id", hidden=True)
 @click.argument("command", nargs=-1, type=click.UNPROCESSED)
-def run(command, metas, counts, summary_json, dry_run, cron_slot, **flags) -> int:
+def run(command, metas, counts, summary_json, dry_run, cron_slot, run_id, **flags) -> int:
     from jobwrap.run.job import run_job
     from jobwrap.run.options import build_run_settings
 
     settings = resolve_flags(flags)
     run_settings = build_run_settings(settings, tuple(command), metas, counts, summary_json,
-                                      dry_run, cron_slot)
+                                      dry_run, cron_slot, run_id)
     return run_job(run_settings)
 
 
@@ -135,10 +171,10 @@ def run_line_problem(arguments, env) -> str | None:
         params = dict(ctx.params)
         command, metas, counts = params.pop("command"), params.pop("metas"), params.pop("counts")
         summary_json, dry_run = params.pop("summary_json"), params.pop("dry_run")
-        cron_slot = params.pop("cron_slot")
+        cron_slot, run_id = params.pop("cron_slot"), params.pop("run_id")
         resolved = resolve({k: v for k, v in params.items() if v is not None}, env)
         build_run_settings(resolved, tuple(command), metas, counts, summary_json, dry_run,
-                           cron_slot)
+                           cron_slot, run_id)
     except click.exceptions.Exit:
         return "--help or --version is not a job"
     except click.ClickException as exc:

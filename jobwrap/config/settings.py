@@ -49,6 +49,7 @@ from jobwrap.config.values import (
     RequireUp,
     format_duration,
     parse_duration,
+    parse_timeout,
 )
 from jobwrap.errors import ConfigError, JobwrapError, UsageError
 
@@ -274,7 +275,9 @@ def describe(settings: Settings) -> list[ConfigRow]:
             shown = typed = mask(value)
         elif setting.show is not None and value is not None:
             shown = typed = setting.show(value)
-        elif setting.parse is parse_duration and value is not None:
+        elif setting.parse is parse_timeout and value == 0:
+            shown, typed = "off", 0  # --timeout 0: no timeout
+        elif setting.parse in (parse_duration, parse_timeout) and value is not None:
             shown, typed = format_duration(value), value  # as a person writes it; JSON: s
         else:
             shown = "-" if value is None else (

@@ -26,6 +26,7 @@ from jobwrap.config.values import (
     parse_require_up,
     parse_slug,
     parse_text,
+    parse_timeout,
     parse_url,
 )
 from jobwrap.errors import ConfigError, UsageError
@@ -85,7 +86,7 @@ class Setting:
 SETTINGS: tuple[Setting, ...] = (
     Setting("monitor", "JOBWRAP_MONITOR", None, None, parse_slug),
     Setting("state_dir", "JOBWRAP_STATE_DIR", ("run", "state_dir"), None, parse_path),
-    Setting("timeout", None, ("run", "timeout"), None, parse_duration, per_monitor=True),
+    Setting("timeout", None, ("run", "timeout"), None, parse_timeout, per_monitor=True),
     Setting("kill_after", None, ("run", "kill_after"), 10.0, parse_duration, per_monitor=True),
     Setting("capture", None, ("run", "capture"), True, parse_bool, per_monitor=True),
     Setting("report", "JOBWRAP_REPORT", ("run", "report"), ReportPolicy.SUCCESS, parse_policy,

@@ -95,6 +95,16 @@ def parse_duration(text: object, what: str = "duration") -> float:
     return seconds
 
 
+def parse_timeout(text: object, what: str = "timeout") -> float:
+    """A duration, or ``0`` / ``off``: no timeout (``--timeout 0`` turns a configured timeout
+    off for one run, as GNU timeout's 0 does).  0.0 stands for "none"."""
+    if isinstance(text, int | float) and not isinstance(text, bool) and text == 0:
+        return 0.0
+    if isinstance(text, str) and text.strip().lower() in ("0", "0s", "off", "none"):
+        return 0.0
+    return parse_duration(text, what)
+
+
 def format_duration(seconds: float) -> str:
     """Seconds as a person writes them, and :func:`parse_duration` reads back: ``1h``,
     ``1h30m``, ``90s`` stays ``1m30s``, ``0.25`` → ``250ms``."""

@@ -27,6 +27,7 @@ from jobwrap.cron.launch import (
 )
 from jobwrap.cron.table import CronJob, JobKey
 from jobwrap.process import tree as proctree
+from jobwrap.process.spawn import new_run_id
 
 
 class RunningJobs:
@@ -125,9 +126,10 @@ class RunningJobs:
     def launch(self, job: CronJob, due: Due | None) -> None:
         """Start a run of ``job`` (``due`` None for @reboot); a failure is logged."""
         command, entry_env = job.entry.command, job.entry.env
+        run_id = new_run_id()  # the run's id in the history, named in start and exit events
         try:
             argv = job_argv(command, self.jobwrap_argv, job_shell(entry_env),
-                            slot_options(job, due))
+                            [f"--run-id={run_id}", *slot_options(job, due)])
             env = job_environment(entry_env, self.env, plain_line=not is_jobwrap_run(command))
             proc = JobProcess.spawn(job, argv, env, self.monotonic())
         except (OSError, ValueError) as exc:
@@ -135,9 +137,12 @@ class RunningJobs:
             # argv or environment that cannot be passed to exec (a NUL byte, say).
             self.log.emit("error", line=job.line_no, message=f"cannot start: {exc}")
             return
+        if f"--run-id={run_id}" in argv:  # not for a jobwrap run line in shell syntax
+            proc.run_id = run_id
         self.running[proc.pid] = proc
         self.log.emit(
-            "start", line=job.line_no, pid=proc.pid, command=job.entry.command,
+            "start", line=job.line_no, pid=proc.pid, run_id=proc.run_id,
+            command=job.entry.command,
             schedule=str(job.schedule), **self._timing(due),
         )
 
@@ -169,7 +174,8 @@ class RunningJobs:
     def _log_exit(self, proc: JobProcess, status: int) -> None:
         duration_ms = int((self.monotonic() - proc.started) * 1000)
         self.log.emit(
-            "exit", line=proc.job.line_no, pid=proc.pid, **exit_fields(status),
+            "exit", line=proc.job.line_no, pid=proc.pid, run_id=proc.run_id,
+            **exit_fields(status),
             duration_ms=duration_ms,
         )
 

@@ -142,6 +142,7 @@ class JobProcess:
         self.pid = pid
         self.started = started  # monotonic
         self.kill_at: float | None = None  # when SIGTERM was sent: when to escalate
+        self.run_id: str | None = None  # the id its jobwrap run records, when we chose it
 
     @classmethod
     def spawn(

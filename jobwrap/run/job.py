@@ -67,7 +67,7 @@ def _tell(settings: RunSettings, record: RunRecord, guard: SignalGuard, warn: Wa
 
 
 def _run_guarded(settings: RunSettings, guard: SignalGuard, warn: Warn) -> RunRecord:
-    run_id = new_run_id()  # one id for the lock file, the history row and the report
+    run_id = settings.run_id or new_run_id()  # one id for the lock, the row and the report
     held = None
     if settings.lock is not None:
         from jobwrap.run.locking import take_lock
@@ -120,7 +120,7 @@ def _run_locked(settings: RunSettings, run_id: str, held, guard: SignalGuard,
     if holder is not None:
         holder.finish(failed=result.exit_status != 0)
     if result.spawn_error:
-        warn(result.spawn_error)
+        warn(result.spawn_error + shell_hint(settings.argv, result.exit_status))
     if result.write_error:
         warn(result.write_error)
     extra = _context_metas(dependency, result, warn)
@@ -157,3 +157,18 @@ def _open_dependency(settings: RunSettings, warn: Warn):
     from jobwrap.promonitor.gate import DependencyCheck
 
     return DependencyCheck(settings.dependency, settings.state_dir, warn)
+
+
+_SHELL_WORDS = frozenset({"cd", "export", "source", ".", "alias", "set", "unset", "ulimit",
+                          "umask", "exec", "eval", "if", "for", "while", "[[", "test"})
+
+
+def shell_hint(argv: tuple[str, ...], status: int) -> str:
+    """For a command that was not found: a hint when it is shell syntax, not a program
+    (``jobwrap run -- cd /tmp``, ``jobwrap run -- 'cd /tmp && ls'``)."""
+    if status != ExitStatus.NOT_FOUND:
+        return ""
+    first = argv[0]
+    if first in _SHELL_WORDS or any(c in first for c in " \t;&|<>$`()*?~="):
+        return " — shell syntax needs a shell: jobwrap run -- sh -c '...'"
+    return ""

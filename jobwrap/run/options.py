@@ -7,6 +7,7 @@ is kept in the settings and said after the run.
 from __future__ import annotations
 
 import os
+import re
 import shlex
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -49,6 +50,7 @@ class RunSettings:
     env: Mapping[str, str] | None = None  # the command's environment; None: jobwrap's own
     fleet: FleetSettings | None = None  # only with --lock and a lock URL
     fleet_slot: Slot | None = None  # the slot `jobwrap cron` fired this run for (exact)
+    run_id: str | None = None  # chosen by `jobwrap cron`, so its events name the run
     hooks: HookSettings = HookSettings()  # --on-failure / --on-success
     output: str = "live"  # live | on-failure (held, written out only if the run fails)
     metrics_dir: Path | None = None
@@ -59,6 +61,9 @@ class RunSettings:
         return self.monitor or shlex.join(self.argv)
 
 
+_RUN_ID = re.compile(r"[0-9A-Za-z-]{8,64}")
+
+
 def build_run_settings(
     settings: Settings,
     argv: tuple[str, ...],
@@ -67,6 +72,7 @@ def build_run_settings(
     summary_json: Path | None = None,
     dry_run: bool = False,
     cron_slot: str | None = None,
+    run_id: str | None = None,
 ) -> RunSettings:
     """Validate everything a run needs, before the command starts (UsageError/ConfigError).
 
@@ -77,6 +83,8 @@ def build_run_settings(
         raise UsageError("no command given: jobwrap run [OPTIONS] -- COMMAND [ARG]...")
     if not argv[0] or "\0" in argv[0]:
         raise UsageError("the command name is empty: jobwrap run [OPTIONS] -- COMMAND [ARG]...")
+    if run_id is not None and not _RUN_ID.fullmatch(run_id):
+        raise UsageError(f"bad --run-id {run_id!r}: letters, digits and dashes (8 to 64)")
     patterns = _patterns(settings, meta_flags, count_flags)
     lock = settings.lock
     if cron_slot is not None and settings.lock_url and lock is None:
@@ -92,7 +100,7 @@ def build_run_settings(
         state_dir=settings.state_dir,
         monitor=settings.monitor,
         patterns=patterns,
-        timeout_s=settings.timeout,
+        timeout_s=settings.timeout or None,  # 0: no timeout (--timeout 0)
         kill_after_s=settings.kill_after,
         capture=settings.capture,
         summary_json=summary_json,
@@ -116,6 +124,7 @@ def build_run_settings(
                            settings.hook_timeout),
         output=settings.output,
         metrics_dir=settings.metrics_dir,
+        run_id=run_id,
     )
 
 

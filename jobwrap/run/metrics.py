@@ -11,14 +11,13 @@ with prometheus_client's parser.
 from __future__ import annotations
 
 import hashlib
-import os
 import re
-import tempfile
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from pathlib import Path
 
 from jobwrap.errors import JobwrapError
+from jobwrap.store.files import write_atomic
 from jobwrap.store.history import RunRecord, open_history
 
 Warn = Callable[[str], None]
@@ -69,7 +68,7 @@ def write_metrics(metrics_dir: Path, job: str, state_dir: Path, warn: Warn, *,
         last_ok = fallback if fallback.exit_code == 0 else None
     text = render(job, running=running, counts=counts, last=last, last_ok=last_ok)
     try:
-        _write_atomically(path, text)
+        write_atomic(path, text.encode("utf-8"), mode=0o644)  # node_exporter reads it
     except OSError as exc:
         if metrics_dir not in _warned:
             _warned.add(metrics_dir)
@@ -129,18 +128,3 @@ def _number(value: float) -> str:
     if float(value).is_integer() and abs(value) < 1e15:
         return str(int(value))
     return repr(float(value))
-
-
-def _write_atomically(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            os.fchmod(f.fileno(), 0o644)  # node_exporter reads it as another user
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise

@@ -49,11 +49,12 @@ def open_private(path: Path, flags: int = os.O_RDWR) -> int:
     return fd
 
 
-def write_atomic(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` via a private temporary file and a rename (OSError)."""
+def write_atomic(path: Path, data: bytes, mode: int = FILE_MODE) -> None:
+    """Write ``data`` to ``path`` via a temporary file (``mkstemp``: an unpredictable name, so
+    a planted symlink cannot redirect it) and a rename (OSError).  Private unless ``mode``."""
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        os.fchmod(fd, FILE_MODE)
+        os.fchmod(fd, mode)
         with os.fdopen(fd, "wb") as out:
             out.write(data)
         os.replace(tmp, path)

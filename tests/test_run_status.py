@@ -83,7 +83,7 @@ def test_builtin_metas_come_first_in_a_fixed_order(tmp_path):
         (["--count", "exit_code=x"], "reserved"),
         (["--meta", "a=x", "--count", "a=y"], "given twice"),
         (["--timeout", "soon"], "bad --timeout"),
-        (["--timeout", "0"], "positive"),
+        (["--timeout", "-1"], "bad --timeout"),  # 0 is allowed: no timeout
         (["--kill-after", "-1s"], "bad --kill-after"),
         (["--monitor", "bad slug!"], "monitor"),
     ],

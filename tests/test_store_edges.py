@@ -180,7 +180,7 @@ def test_a_write_locked_history_delays_the_run_a_few_seconds_and_keeps_the_recor
 
 def test_every_file_is_0600_and_every_directory_0700_whatever_the_umask(state_dir, tmp_path):
     summary = tmp_path / "summary.json"
-    result = jobwrap("run", "--lock", "job", "--summary-json", str(summary), "--", "true",
+    result = jobwrap("run", "--lock=job", "--summary-json", str(summary), "--", "true",
                      umask=0)
     assert result.returncode == 0, result.stderr
     holder = sqlite3.connect(state_dir / DB_NAME)  # keeps -wal and -shm in place to look at
@@ -206,7 +206,7 @@ def test_a_symlink_planted_at_the_lock_file_is_not_followed(state_dir, tmp_path)
     path = lock.lock_path(state_dir, "job")
     path.parent.mkdir(parents=True)
     path.symlink_to(target)
-    result = jobwrap("run", "--lock", "job", "--", "true")
+    result = jobwrap("run", "--lock=job", "--", "true")
     assert b"Traceback" not in result.stderr
     assert target.read_text() == "keep me\n"
 
@@ -228,7 +228,7 @@ def test_the_summary_temp_file_cannot_be_redirected_by_a_symlink(tmp_path):
 
 def test_the_lock_file_names_the_run_that_holds_it(state_dir):
     path = lock.lock_path(state_dir, "job")
-    result = jobwrap("run", "--lock", "job", "--", "cat", str(path))
+    result = jobwrap("run", "--lock=job", "--", "cat", str(path))
     assert result.returncode == 0, result.stderr
     [run] = history_json()
     assert json.loads(result.stdout)["run_id"] == run["run_id"]

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import stat
-import tempfile
 from pathlib import Path
 
 FILE_MODE = 0o600
@@ -52,6 +51,8 @@ def open_private(path: Path, flags: int = os.O_RDWR) -> int:
 def write_atomic(path: Path, data: bytes, mode: int = FILE_MODE) -> None:
     """Write ``data`` to ``path`` via a temporary file (``mkstemp``: an unpredictable name, so
     a planted symlink cannot redirect it) and a rename (OSError).  Private unless ``mode``."""
+    import tempfile  # here, not at the top: most runs write no file this way (start-up)
+
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         os.fchmod(fd, mode)

@@ -8,7 +8,6 @@ it in.  A file that cannot be read is left where it is and named, never fatal.
 
 from __future__ import annotations
 
-import base64
 import json
 import os
 from collections.abc import Iterator
@@ -21,6 +20,8 @@ SPOOL_DIR = "spool"
 
 def write(state_dir: Path, run_id: str, values: dict) -> Path:
     """Keep one run's row (column → value) for later; OSError if even that fails."""
+    import base64  # only when the spool is used: not on every run's start-up
+
     directory = state_dir / SPOOL_DIR
     private_dir(directory)
     encoded = {k: {"b64": base64.b64encode(v).decode("ascii")} if isinstance(v, bytes) else v
@@ -44,6 +45,8 @@ def waiting(state_dir: Path, bad: list[tuple[str, str]]) -> Iterator[tuple[Path,
         names = sorted(n for n in os.listdir(directory) if n.endswith(".json"))
     except OSError:
         return
+    if names:
+        import base64  # only when runs wait there: not on every run's start-up
     for name in names:
         path = directory / name
         try:

@@ -15,7 +15,6 @@ from collections.abc import Callable
 from jobwrap.output.analysis import OutputAnalyzer
 from jobwrap.output.capture import OutputCapture
 from jobwrap.process.child import pidfd_of, reap, try_reap
-from jobwrap.process.drainer import spawn_drainer
 
 # 256 KiB reads: large enough for few system calls, small enough that the analyzer's
 # buffers are reused by the allocator (1 MiB reads fragmented the heap to 60 MiB with metas).
@@ -70,6 +69,8 @@ class Pump:
         """
         if not self.pipes:
             return
+        from jobwrap.process.drainer import spawn_drainer  # rarely needed: not at start-up
+
         try:
             spawn_drainer(self.pipes, keep_closed)
         except OSError:

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from jobwrap.run.options import HookSettings
     from jobwrap.store.history import RunRecord
 
 Warn = Callable[[str], None]
@@ -31,23 +32,6 @@ FACT_ENV = ("JOBWRAP_RUN_ID", "JOBWRAP_EXIT_CODE", "JOBWRAP_RESULT", "JOBWRAP_MO
             "JOBWRAP_TIMED_OUT")
 SHELL = "/bin/sh"
 POLL_S = 0.25  # how soon a stop signal to jobwrap ends a running hook
-
-
-@dataclass(frozen=True)
-class HookSettings:
-    """The hook commands (None: none) and how long a hook may run."""
-
-    on_failure: str | None = None
-    on_success: str | None = None
-    timeout_s: float = 60.0
-
-    def chosen(self, record: RunRecord) -> tuple[str, str] | None:
-        """(which, command) for this run, or None: skipped runs run no hook."""
-        if record.skipped:
-            return None
-        which, command = (("on_success", self.on_success) if record.exit_code == 0
-                          else ("on_failure", self.on_failure))
-        return (which, command) if command else None
 
 
 @dataclass(frozen=True)

@@ -19,13 +19,30 @@ from jobwrap.config.values import RequireUp, bool_word
 from jobwrap.errors import ExitStatus, UsageError
 from jobwrap.idlemon.report import ReportSettings
 from jobwrap.output.patterns import Kind, PatternSpec, check_unique, parse_pattern_spec
-from jobwrap.run.hooks import HookSettings
 
 if TYPE_CHECKING:  # imported only when --promonitor is used (--lock-url)
     from jobwrap.promonitor.gate import DependencySettings
     from jobwrap.store.fleet import FleetSettings, Slot
+    from jobwrap.store.record import RunRecord
 
 Warn = Callable[[str], None]  # how the run says things: one line each (see job.warn_stderr)
+
+
+@dataclass(frozen=True)
+class HookSettings:
+    """The hook commands (None: none) and how long a hook may run."""
+
+    on_failure: str | None = None
+    on_success: str | None = None
+    timeout_s: float = 60.0
+
+    def chosen(self, record: RunRecord) -> tuple[str, str] | None:
+        """(which, command) for this run, or None: skipped runs run no hook."""
+        if record.skipped:
+            return None
+        which, command = (("on_success", self.on_success) if record.exit_code == 0
+                          else ("on_failure", self.on_failure))
+        return (which, command) if command else None
 
 
 @dataclass(frozen=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import shlex
 import shutil
@@ -272,7 +273,9 @@ def test_the_readmes_reporting_snippet_gets_the_token_to_a_job_that_cron_starts(
         config.write_text(config.read_text() + f'url = "{server.api_url}"\n')
         cron_env = {"HOME": str(home), "LOGNAME": "me", "SHELL": "/bin/sh",
                     "PATH": f"{bindir}:/usr/bin:/bin",
-                    "JOBWRAP_SYSTEM_CONFIG": str(tmp_path / "no-system-config.toml")}
+                    "JOBWRAP_SYSTEM_CONFIG": str(tmp_path / "no-system-config.toml"),
+                    # and the test's own state dir (as root the default is /var/lib/jobwrap)
+                    "JOBWRAP_STATE_DIR": os.environ["JOBWRAP_STATE_DIR"]}
         ran = subprocess.run(["/bin/sh", "-c", entry.command], env=cron_env,
                              capture_output=True, timeout=60)
         assert ran.returncode == 0, ran.stderr

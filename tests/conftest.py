@@ -32,3 +32,27 @@ def hermetic_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 @pytest.fixture
 def state_dir(hermetic_env: Path) -> Path:
     return hermetic_env
+
+
+@pytest.fixture
+def idlemon():
+    """A fake Idlemon on 127.0.0.1 (tests/fakes/idlemon_server.py) for the test's duration."""
+    from tests.fakes.idlemon_server import IdlemonServer
+
+    with IdlemonServer() as server:
+        yield server
+
+
+@pytest.fixture
+def env(idlemon, monkeypatch):
+    """jobwrap pointed at the fake Idlemon, with its token and project: the variables set."""
+    from tests.fakes.idlemon_server import PROJECT_ID, TOKEN
+
+    values = {
+        "JOBWRAP_IDLEMON_URL": idlemon.api_url,
+        "JOBWRAP_IDLEMON_TOKEN": TOKEN,
+        "JOBWRAP_IDLEMON_PROJECT": PROJECT_ID,
+    }
+    for name, value in values.items():
+        monkeypatch.setenv(name, value)
+    return values

@@ -12,30 +12,13 @@ import subprocess
 import time
 
 import psutil
-import pytest
 
-from tests.fakes.idlemon_server import PROJECT_ID, TOKEN, IdlemonServer
+from tests.fakes.idlemon_server import PROJECT_ID
 from tests.helpers import JOBWRAP, jobwrap, py
 
 CLOSED_PORT_URL = "http://127.0.0.1:9/api"
 
 
-@pytest.fixture
-def idlemon():
-    with IdlemonServer() as server:
-        yield server
-
-
-@pytest.fixture
-def env(idlemon, monkeypatch):
-    values = {
-        "JOBWRAP_IDLEMON_URL": idlemon.api_url,
-        "JOBWRAP_IDLEMON_TOKEN": TOKEN,
-        "JOBWRAP_IDLEMON_PROJECT": PROJECT_ID,
-    }
-    for name, value in values.items():
-        monkeypatch.setenv(name, value)
-    return values
 
 
 def history_json(*args: str) -> list[dict]:

@@ -13,28 +13,12 @@ import pytest
 
 from jobwrap.store.history import DB_NAME
 from tests.fakes import Reply
-from tests.fakes.idlemon_server import PROJECT_ID, TOKEN, IdlemonServer
+from tests.fakes.idlemon_server import TOKEN, IdlemonServer
 from tests.helpers import JOBWRAP, jobwrap
 
 CLOSED_PORT_URL = "http://127.0.0.1:9/api"  # discard port: connection refused at once
 
 
-@pytest.fixture
-def idlemon():
-    with IdlemonServer() as server:
-        yield server
-
-
-@pytest.fixture
-def env(idlemon, monkeypatch):
-    values = {
-        "JOBWRAP_IDLEMON_URL": idlemon.api_url,
-        "JOBWRAP_IDLEMON_TOKEN": TOKEN,
-        "JOBWRAP_IDLEMON_PROJECT": PROJECT_ID,
-    }
-    for name, value in values.items():
-        monkeypatch.setenv(name, value)
-    return values
 
 
 def metas_of(log) -> dict[str, str]:

@@ -25,8 +25,6 @@ if TYPE_CHECKING:
 
 Warn = Callable[[str], None]
 
-SECRET_ENV = ("JOBWRAP_IDLEMON_TOKEN", "JOBWRAP_PROMONITOR_TOKEN", "JOBWRAP_LOCK_PASSWORD",
-              "JOBWRAP_LOCK_URL")
 FACT_ENV = ("JOBWRAP_RUN_ID", "JOBWRAP_EXIT_CODE", "JOBWRAP_RESULT", "JOBWRAP_MONITOR",
             "JOBWRAP_JOB", "JOBWRAP_COMMAND", "JOBWRAP_DURATION_MS", "JOBWRAP_SIGNAL",
             "JOBWRAP_TIMED_OUT")
@@ -47,11 +45,10 @@ class HookOutcome:
 
 def hook_environment(record: RunRecord, env: Mapping[str, str]) -> dict[str, str]:
     """jobwrap's environment without its secrets, with the run's facts and metas."""
-    from jobwrap.config.settings import SECRET_ENV as SETTINGS_SECRETS
+    from jobwrap.config.table import SECRET_ENV  # the one list of jobwrap's secret variables
 
-    secrets = set(SECRET_ENV) | {name + "_FILE" for name in SECRET_ENV} | set(SETTINGS_SECRETS)
     result = {k: v for k, v in env.items()
-              if k not in secrets and k not in FACT_ENV and not k.startswith("JOBWRAP_META_")}
+              if k not in SECRET_ENV and k not in FACT_ENV and not k.startswith("JOBWRAP_META_")}
     facts = {
         "JOBWRAP_RUN_ID": record.run_id,
         "JOBWRAP_EXIT_CODE": str(record.exit_code),

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from jobwrap.config.settings import ConfigFile, mask, parse_duration, resolve
+from jobwrap.config.settings import ConfigFile, mask, resolve
+from jobwrap.config.values import parse_duration
 from jobwrap.errors import ConfigError, UsageError
 from tests.fakes.idlemon_server import PROJECT_ID, TOKEN, IdlemonServer
 from tests.helpers import jobwrap
@@ -309,7 +310,7 @@ def test_per_monitor_settings_come_from_the_files_already_read(user_file):
 
 
 def test_config_describe_returns_data():
-    from jobwrap.config.settings import ConfigRow, describe
+    from jobwrap.config.view import ConfigRow, describe
 
     rows = describe(resolve({}, {"JOBWRAP_IDLEMON_TOKEN": TOKEN}, []))
     assert all(isinstance(r, ConfigRow) for r in rows)

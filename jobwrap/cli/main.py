@@ -91,7 +91,7 @@ def config_cmd(monitor, as_json) -> int:
     Precedence: flag > environment > user file > system file > default;
     in the files, [monitors.SLUG] beats the general sections.
     """
-    from jobwrap.config.settings import describe_all
+    from jobwrap.config.view import describe_all
     from jobwrap.views.config import config_json, config_table
 
     view = describe_all(resolve_flags({"monitor": monitor}))

@@ -6,7 +6,7 @@ import json
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from jobwrap.config.settings import ConfigView
+    from jobwrap.config.view import ConfigView
 
 
 def config_json(view: ConfigView) -> str:

@@ -10,7 +10,6 @@ from pathlib import Path
 
 import pytest
 
-from tests.fakes.idlemon_server import PROJECT_ID, TOKEN, IdlemonServer
 from tests.helpers import JOBWRAP, jobwrap, py
 
 
@@ -81,16 +80,7 @@ def test_the_lock_outlives_a_killed_jobwrap_while_its_job_runs(tmp_path):
     assert result.returncode == 0
 
 
-@pytest.fixture
-def idlemon(monkeypatch):
-    with IdlemonServer() as server:
-        monkeypatch.setenv("JOBWRAP_IDLEMON_URL", server.api_url)
-        monkeypatch.setenv("JOBWRAP_IDLEMON_TOKEN", TOKEN)
-        monkeypatch.setenv("JOBWRAP_IDLEMON_PROJECT", PROJECT_ID)
-        yield server
-
-
-def test_doctor_compares_each_schedule_with_the_monitors_interval(idlemon, tmp_path):
+def test_doctor_compares_each_schedule_with_the_monitors_interval(idlemon, env, tmp_path):
     config = tmp_path / "config" / "jobwrap" / "config.toml"
     config.parent.mkdir(parents=True)
     config.write_text('[monitors.bar]\nschedule = "0 9 * * 1-5"\n')  # Idlemon expects 60 min

@@ -18,17 +18,7 @@ from jobwrap.run.record import write_summary
 from jobwrap.store import lock
 from jobwrap.store.history import DB_NAME, RunRecord, open_history
 from tests.fakes import Reply
-from tests.fakes.idlemon_server import PROJECT_ID, TOKEN, IdlemonServer
 from tests.helpers import jobwrap
-
-
-@pytest.fixture
-def idlemon(monkeypatch):
-    with IdlemonServer() as server:
-        monkeypatch.setenv("JOBWRAP_IDLEMON_URL", server.api_url)
-        monkeypatch.setenv("JOBWRAP_IDLEMON_TOKEN", TOKEN)
-        monkeypatch.setenv("JOBWRAP_IDLEMON_PROJECT", PROJECT_ID)
-        yield server
 
 
 def history_json(*args: str) -> list[dict]:
@@ -39,7 +29,7 @@ def history_json(*args: str) -> list[dict]:
 
 # --- arguments that are not UTF-8 ------------------------------------------------------------
 
-def test_an_argument_that_is_not_utf8_is_recorded_losslessly_and_reported(idlemon, state_dir):
+def test_an_argument_that_is_not_utf8_is_recorded_losslessly_and_reported(idlemon, env, state_dir):
     arg = b"caf\xe9"
     result = subprocess.run([sys.executable, "-m", "jobwrap", "run", "-m", "bar", "--",
                              b"printf", b"%s", arg], capture_output=True)
@@ -82,7 +72,7 @@ def test_a_malformed_row_is_skipped_and_named_by_history_and_show(state_dir, sql
     assert b"Traceback" not in shown.stderr + table.stderr
 
 
-def test_a_malformed_pending_report_does_not_stop_flush(idlemon, state_dir):
+def test_a_malformed_pending_report_does_not_stop_flush(idlemon, env, state_dir):
     run_id = spoil(state_dir, "UPDATE runs SET metas = 'x' WHERE run_id = ?")
     with sqlite3.connect(state_dir / DB_NAME) as db:
         db.execute("UPDATE runs SET report_status = 'pending'")
@@ -101,7 +91,7 @@ def add_pending(state_dir: Path, count: int, monitor: str = "bar") -> None:
                                 duration_ms=1, exit_code=0, metas=(), report_status="pending"))
 
 
-def test_a_killed_flush_leaves_few_short_claims(idlemon, state_dir):
+def test_a_killed_flush_leaves_few_short_claims(idlemon, env, state_dir):
     add_pending(state_dir, 100)
     idlemon.fail_next(1000, Reply.slow(60))  # the first request hangs: kill the flush there
     flush = subprocess.Popen([sys.executable, "-m", "jobwrap", "flush"],

@@ -15,6 +15,7 @@ import pytest
 from jobwrap.errors import StateError
 from jobwrap.promonitor.budget import WINDOW_S, BlockReason, budget_path, token_hash
 from jobwrap.promonitor.cache import (
+    _STEPS,
     CHECKS,
     DB_NAME,
     MONITOR,
@@ -76,6 +77,21 @@ def sql(state_dir, statement: str) -> list[tuple]:
 def test_the_file_uses_wal_and_records_its_schema_version(state_dir, cache):
     assert sql(state_dir, "PRAGMA journal_mode") == [("wal",)]
     assert sql(state_dir, "PRAGMA user_version") == [(SCHEMA_VERSION,)]
+
+
+def test_a_schema_1_file_loses_the_budget_tables_it_no_longer_uses_and_keeps_its_entries(
+        state_dir):
+    state_dir.mkdir(parents=True)
+    with closing(sqlite3.connect(state_dir / DB_NAME, isolation_level=None)) as db:
+        db.executescript(_STEPS[0])  # what a jobwrap of schema 1 wrote
+        db.execute("INSERT INTO entries VALUES ('k', 'monitor', 'm', '{}', 1.0, 2.0)")
+        db.execute("PRAGMA user_version = 1")
+    open_pmcache(state_dir, KEY)
+    tables = {name for (name,) in sql(state_dir, "SELECT name FROM sqlite_master "
+                                                 "WHERE type = 'table'")}
+    assert tables == {"entries", "flights"}
+    assert sql(state_dir, "SELECT monitor_id FROM entries") == [("m",)]
+    assert sql(state_dir, "PRAGMA user_version") == [(SCHEMA_VERSION,)] == [(2,)]
 
 
 def test_a_file_from_a_newer_jobwrap_is_refused(state_dir, cache):

@@ -48,7 +48,6 @@ from jobwrap.store.files import private_dir
 
 T = TypeVar("T")
 
-SCHEMA_VERSION = 1
 DB_NAME = "promonitor.sqlite3"
 DEFAULT_TTL_S = 60.0  # checks of a monitor whose interval we do not know yet
 # An interval of days (or 10**15 s) must not keep an "up" answer for that long.
@@ -58,8 +57,9 @@ _SOURCE = "ProMonitor cache"
 MONITOR = "monitor"
 CHECKS = "checks"
 
-# The requests and blocks tables are the state-dir budget's (when no host-wide file can be
-# used): a released step is never edited, so they stay in the cache file's first step.
+# Step 1 as released.  Its requests and blocks tables held the request budget before the
+# budget moved to a file of its own (promonitor/budget.py); step 2 drops them.  A released
+# step is never edited.
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS entries (
     token_hash TEXT NOT NULL,
@@ -90,7 +90,12 @@ CREATE TABLE IF NOT EXISTS flights (
     PRIMARY KEY (token_hash, kind, monitor_id)
 );
 """
-_STEPS = (_SCHEMA,)  # step N brings user_version N-1 to N (see store/sqlite.py)
+_UNUSED_BUDGET_TABLES = """
+DROP TABLE IF EXISTS requests;
+DROP TABLE IF EXISTS blocks;
+"""
+_STEPS = (_SCHEMA, _UNUSED_BUDGET_TABLES)  # step N brings user_version N-1 to N (store/sqlite.py)
+SCHEMA_VERSION = len(_STEPS)
 
 
 @dataclass(frozen=True)
